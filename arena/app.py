@@ -1,0 +1,94 @@
+"""`create_app(settings)` builds everything the process holds: no module globals."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.engine import Engine
+
+from arena import api
+from arena.battles import BattleService
+from arena.config import ArenaConfig, Settings, load_config
+from arena.db import check_current, make_engine
+from arena.router import Router
+from arena.store import Store
+
+log = logging.getLogger(__name__)
+
+VOTER_COOKIE = "arena_voter"
+
+
+@dataclass
+class App:
+    settings: Settings
+    config: ArenaConfig
+    engine: Engine
+    store: Store
+    http: httpx.AsyncClient
+    router: Router
+    battles: BattleService
+    asgi: FastAPI
+
+
+def create_app(
+    settings: Settings,
+    *,
+    config: ArenaConfig | None = None,
+    http: httpx.AsyncClient | None = None,
+    with_ui: bool = True,
+) -> App:
+    """Load the registry, open the database (which must be migrated) and wire the app.
+
+    Raises `ConfigError` or `StorageError` before anything starts serving.
+    """
+    config = config or load_config(settings.config_path)
+    engine = make_engine(settings.database_url)
+    check_current(engine)
+    store = Store(engine)
+    salt = settings.ip_salt.reveal().encode() if settings.ip_salt else store.ip_salt()
+    # One client for every endpoint: a pool sized for hundreds of concurrent streams.
+    http = http or httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+        follow_redirects=False,
+    )
+    router = Router(config, http)
+    battles = BattleService(store, router, config, salt)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await http.aclose()
+        engine.dispose()
+
+    asgi = FastAPI(title=config.title, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = App(settings, config, engine, store, http, router, battles, asgi)
+    asgi.state.arena = app
+    asgi.middleware("http")(_voter_cookie)
+    asgi.include_router(api.router)
+    if with_ui:
+        from arena import ui  # the only importer of gradio
+
+        ui.mount(app)
+    return app
+
+
+async def _voter_cookie(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Give every browser an anonymous voter id; nothing about the person is in it."""
+    response = await call_next(request)
+    if VOTER_COOKIE not in request.cookies:
+        response.set_cookie(
+            VOTER_COOKIE,
+            secrets.token_urlsafe(18),
+            max_age=365 * 24 * 3600,
+            httponly=True,
+            samesite="lax",
+        )
+    return response

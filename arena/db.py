@@ -1,0 +1,187 @@
+"""Tables, engines and migrations. Alembic owns the schema; this module describes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from arena.errors import StorageError
+from arena.lifecycle import BattleState, Outcome, Side
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+Time = sa.DateTime(timezone=True)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+voters = sa.Table(
+    "voters",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_seen_at", Time, nullable=False),
+    # HMAC-SHA256 of the IP with a per-deployment salt; the raw IP is never stored.
+    sa.Column("ip_hash", sa.String(64)),
+)
+
+battles = sa.Table(
+    "battles",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("voter_id", sa.String(64), sa.ForeignKey("voters.id")),
+    sa.Column("model_a", sa.String(128), nullable=False),
+    sa.Column("model_b", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("turns", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("flags", sa.JSON, nullable=False),
+    sa.CheckConstraint(_in("status", BattleState), name="status"),
+    sa.CheckConstraint("model_a <> model_b", name="distinct_models"),
+    sa.Index("ix_battles_created_at", "created_at"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("battle_id", sa.String(36), sa.ForeignKey("battles.id"), nullable=False),
+    sa.Column("side", sa.String(1), nullable=False),
+    sa.Column("turn", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("reasoning", sa.Text),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("reasoning_tokens", sa.Integer),
+    sa.Column("ttft_ms", sa.Float),  # first token of any kind, reasoning included
+    sa.Column("answer_ms", sa.Float),  # first token of the answer proper
+    sa.Column("duration_ms", sa.Float),
+    sa.Column("finish_reason", sa.String(32)),
+    sa.Column("error", sa.Text),
+    # Compute spent on this answer, for test-time-compute strategies (all candidates).
+    sa.Column("usage", sa.JSON),
+    sa.Column("created_at", Time, nullable=False),
+    sa.CheckConstraint(_in("side", Side), name="side"),
+    sa.CheckConstraint("role IN ('user', 'assistant')", name="role"),
+    sa.UniqueConstraint("battle_id", "side", "turn", "role", name="uq_messages_turn"),
+)
+
+# Answers chosen among several samples (best-of-N, self-consistency) keep every candidate.
+candidates = sa.Table(
+    "candidates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("reasoning", sa.Text),
+    sa.Column("score", sa.Float),
+    sa.Column("chosen", sa.Boolean, nullable=False),
+    sa.Column("usage", sa.JSON),
+    sa.UniqueConstraint("message_id", "position", name="uq_candidates_position"),
+)
+
+votes = sa.Table(
+    "votes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Unique: the database itself refuses a second vote, whatever races above it.
+    sa.Column("battle_id", sa.String(36), sa.ForeignKey("battles.id"), nullable=False, unique=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("voter_id", sa.String(64), sa.ForeignKey("voters.id")),
+    sa.Column("ip_hash", sa.String(64)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.CheckConstraint(_in("outcome", Outcome), name="outcome"),
+)
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs (SQLAlchemy would pick psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; the busy timeout rides out short write locks.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    import migrations
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse to serve on a database that is not at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(
+        _alembic_config(engine.url.render_as_string(hide_password=False))
+    )
+    head = script.get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as err:
+        raise StorageError(f"cannot open the database: {err.orig}") from None
+    if current != head:
+        raise StorageError(
+            f"the database is at migration {current or 'none'}, the code needs {head}: "
+            "run `arena db upgrade`"
+        )

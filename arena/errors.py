@@ -1,0 +1,63 @@
+"""Every exception Arena raises on purpose lives here.
+
+Messages are written for the person who sees them: a voter, or an operator
+reading a start-up error. They never carry a URL, a key or a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class ArenaError(Exception):
+    """Base of every deliberate Arena error."""
+
+
+class ConfigError(ArenaError):
+    """The configuration file or the environment is invalid; the app must not start."""
+
+
+class StorageError(ArenaError):
+    """The database is missing, unreachable or not migrated."""
+
+
+class ProviderError(ArenaError):
+    """A model endpoint failed. `str(err)` is safe to show to a voter."""
+
+
+class ConnectError(ProviderError):
+    pass
+
+
+class FirstTokenTimeout(ProviderError):
+    pass
+
+
+class StallTimeout(ProviderError):
+    """Too long a gap between two tokens."""
+
+
+class TotalTimeout(ProviderError):
+    pass
+
+
+class EndpointError(ProviderError):
+    """The endpoint answered with an error status or a malformed stream."""
+
+
+class BattleError(ArenaError):
+    """A battle operation the rules forbid. `str(err)` is safe to show to a voter."""
+
+
+class BattleNotFound(BattleError):
+    pass
+
+
+class VoteRejected(BattleError):
+    pass
+
+
+class TurnRejected(BattleError):
+    pass
+
+
+class NotEnoughModels(BattleError):
+    pass

@@ -1,0 +1,219 @@
+"""OpenAI-compatible chat completions (vLLM, SGLang, TGI, the demo server, hosted APIs).
+
+Streams server-sent events and reads reasoning from any of the places servers put it:
+`delta.reasoning` (vLLM ≥ 0.10), `delta.reasoning_content` (SGLang, DeepSeek), or
+`<think>` tags inside the content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from arena.config import Endpoint, Timeouts
+from arena.errors import (
+    ConnectError,
+    EndpointError,
+    FirstTokenTimeout,
+    StallTimeout,
+    TotalTimeout,
+)
+from arena.providers.base import ChatRequest, Chunk, Usage
+from arena.providers.think import ThinkSplitter
+
+log = logging.getLogger(__name__)
+
+
+def _status_message(status: int) -> str:
+    if status in (401, 403):
+        return "The model endpoint refused our credentials."
+    if status == 404:
+        return "The model is not available at its endpoint."
+    if status == 429:
+        return "The model is busy right now (rate limited)."
+    if status >= 500:
+        return f"The model server failed (HTTP {status})."
+    return f"The model server rejected the request (HTTP {status})."
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("completion_tokens_details") or {}
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        reasoning_tokens=int(reasoning) if reasoning is not None else None,
+    )
+
+
+def parse_event(data: Any, splitter: ThinkSplitter | None) -> list[Chunk]:
+    """Turn one decoded `data:` payload into chunks."""
+    if not isinstance(data, dict):
+        raise EndpointError("The model server sent a malformed answer.")
+    if "error" in data:
+        raise EndpointError("The model server reported an error while answering.")
+    out: list[Chunk] = []
+    choices = data.get("choices") or []
+    if choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta") or choice.get("message") or {}
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
+        if reasoning:
+            if splitter is not None:
+                splitter.disable_retract()
+            out.append(Chunk(reasoning=reasoning))
+        content = delta.get("content") or ""
+        if content:
+            out.extend(splitter.feed(content) if splitter else [Chunk(content=content)])
+        finish = choice.get("finish_reason")
+        if finish:
+            if splitter is not None:
+                out.extend(splitter.flush())
+            out.append(Chunk(finish_reason=str(finish)))
+    usage = _usage(data.get("usage"))
+    if usage is not None:
+        out.append(Chunk(usage=usage))
+    return out
+
+
+async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """Yield the data of each server-sent event (multi-line data joined by newlines)."""
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            lines.append(value[1:] if value.startswith(" ") else value)
+    if lines:
+        yield "\n".join(lines)
+
+
+class OpenAIProvider:
+    """One endpoint of one model, on a shared `httpx.AsyncClient`."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: Endpoint,
+        timeouts: Timeouts,
+        *,
+        think_tags: bool = True,
+    ) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.timeouts = timeouts
+        self.think_tags = think_tags
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.endpoint.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.endpoint.api_key.reveal()}"
+        return headers
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        return {
+            "model": self.endpoint.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **request.params,
+        }
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        t = self.timeouts
+        deadline = time.monotonic() + t.total
+        # Read timeouts are ours (first token, gap, total); httpx bounds connect and write.
+        timeout = httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
+        http_request = self.client.build_request(
+            "POST",
+            f"{self.endpoint.base_url}/chat/completions",
+            json=self._body(request),
+            headers=self._headers(),
+            timeout=timeout,
+        )
+        splitter = ThinkSplitter() if self.think_tags else None
+        name = self.endpoint.model
+        try:
+            response = await self._within(
+                self.client.send(http_request, stream=True), t.first_token, deadline, False
+            )
+        except httpx.ConnectError:
+            log.warning("model %s: cannot connect to %s", name, self.endpoint.base_url)
+            raise ConnectError("The model server could not be reached.") from None
+        except httpx.TimeoutException:
+            log.warning("model %s: connect timeout to %s", name, self.endpoint.base_url)
+            raise ConnectError("The model server did not accept the connection in time.") from None
+        except httpx.HTTPError as err:
+            log.warning("model %s: %s from %s", name, type(err).__name__, self.endpoint.base_url)
+            raise EndpointError("The connection to the model server broke.") from None
+        try:
+            if response.status_code >= 400:
+                log.warning(
+                    "model %s: HTTP %s from %s", name, response.status_code, self.endpoint.base_url
+                )
+                raise EndpointError(_status_message(response.status_code))
+            async for chunk in self._chunks(response, splitter, deadline):
+                yield chunk
+        except httpx.HTTPError as err:
+            log.warning("model %s: %s from %s", name, type(err).__name__, self.endpoint.base_url)
+            raise EndpointError("The connection to the model server broke.") from None
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _within(awaitable: Any, wait: float, deadline: float, got_token: bool) -> Any:
+        """Await with the tighter of the per-step wait and the whole-answer deadline."""
+        left = deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(awaitable, timeout=max(0.0, min(wait, left)))
+        except TimeoutError:
+            if left <= wait:
+                raise TotalTimeout("The model took too long to finish its answer.") from None
+            if got_token:
+                raise StallTimeout("The model stopped sending its answer.") from None
+            raise FirstTokenTimeout("The model took too long to start answering.") from None
+
+    async def _chunks(
+        self, response: httpx.Response, splitter: ThinkSplitter | None, deadline: float
+    ) -> AsyncIterator[Chunk]:
+        t = self.timeouts
+        events = _sse_data(response).__aiter__()
+        got_token = False
+        finished = False
+        while True:
+            wait = t.between_tokens if got_token else t.first_token
+            try:
+                data = await self._within(events.__anext__(), wait, deadline, got_token)
+            except StopAsyncIteration:
+                break
+            if data.strip() == "[DONE]":
+                break
+            try:
+                payload = json.loads(data)
+            except json.JSONDecodeError:
+                raise EndpointError("The model server sent a malformed answer.") from None
+            for chunk in parse_event(payload, splitter):
+                if chunk.content or chunk.reasoning:
+                    got_token = True
+                if chunk.finish_reason:
+                    finished = True
+                yield chunk
+        if splitter is not None:
+            for chunk in splitter.flush():
+                yield chunk
+        if not finished and not got_token:
+            raise EndpointError("The model server closed the stream without an answer.")

@@ -1,0 +1,99 @@
+"""Split `<think>…</think>` out of streamed content, across arbitrary chunk borders.
+
+Models served without a reasoning parser put their reasoning inside the content.
+Some chat templates (DeepSeek-R1, QwQ) already open `<think>` in the prompt, so the
+answer carries only the closing tag: then everything before it was reasoning.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from arena.providers.base import Chunk
+
+OPEN = "<think>"
+CLOSE = "</think>"
+
+
+class _State(Enum):
+    START = "start"  # nothing but whitespace seen yet
+    THINKING = "thinking"  # inside <think>
+    UNTAGGED = "untagged"  # content with no opening tag: a lone </think> retracts it
+    AFTER = "after"  # past the reasoning, or reasoning ruled out: plain content
+
+
+def _held_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0
+
+
+class ThinkSplitter:
+    def __init__(self) -> None:
+        self._state = _State.START
+        self._buffer = ""
+
+    def disable_retract(self) -> None:
+        """Reasoning came in its own field, so content is content."""
+        if self._state is _State.UNTAGGED:
+            self._state = _State.AFTER
+
+    def feed(self, text: str) -> list[Chunk]:
+        self._buffer += text
+        out: list[Chunk] = []
+        while self._buffer:
+            if self._state is _State.START:
+                stripped = self._buffer.lstrip()
+                if not stripped:
+                    return out
+                if stripped.startswith(OPEN):
+                    self._buffer = stripped[len(OPEN) :]
+                    self._state = _State.THINKING
+                elif OPEN.startswith(stripped):
+                    return out  # could still become "<think>"
+                else:
+                    self._state = _State.UNTAGGED
+            elif self._state is _State.THINKING:
+                end = self._buffer.find(CLOSE)
+                if end >= 0:
+                    if end:
+                        out.append(Chunk(reasoning=self._buffer[:end]))
+                    self._buffer = self._buffer[end + len(CLOSE) :].lstrip()
+                    self._state = _State.AFTER
+                    continue
+                keep = _held_suffix(self._buffer, CLOSE)
+                emit = self._buffer[: len(self._buffer) - keep]
+                if emit:
+                    out.append(Chunk(reasoning=emit))
+                self._buffer = self._buffer[len(emit) :]
+                return out
+            elif self._state is _State.UNTAGGED:
+                end = self._buffer.find(CLOSE)
+                if end >= 0:
+                    out.append(Chunk(reasoning=self._buffer[:end], retract_content=True))
+                    self._buffer = self._buffer[end + len(CLOSE) :].lstrip()
+                    self._state = _State.AFTER
+                    continue
+                keep = _held_suffix(self._buffer, CLOSE)
+                emit = self._buffer[: len(self._buffer) - keep]
+                if emit:
+                    out.append(Chunk(content=emit))
+                self._buffer = self._buffer[len(emit) :]
+                return out
+            else:
+                out.append(Chunk(content=self._buffer))
+                self._buffer = ""
+        return out
+
+    def flush(self) -> list[Chunk]:
+        """End of stream: whatever is held back was not a tag after all."""
+        text, self._buffer = self._buffer, ""
+        if not text:
+            return []
+        if self._state is _State.THINKING:
+            return [Chunk(reasoning=text)]
+        if self._state is _State.START and not text.strip():
+            return []
+        return [Chunk(content=text)]

@@ -1,0 +1,338 @@
+"""Reads and writes of battles, turns and votes. Every rule that guards a vote is
+checked inside one transaction here, so it holds across threads and replicas."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from arena import db
+from arena.errors import BattleNotFound, TurnRejected, VoteRejected
+from arena.lifecycle import BattleState, Outcome, Side
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sample among several, when a side's answer was chosen from N."""
+
+    content: str
+    reasoning: str | None = None
+    score: float | None = None
+    chosen: bool = False
+    usage: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """What one side produced for one turn."""
+
+    model: str
+    content: str
+    reasoning: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    ttft_ms: float | None = None
+    answer_ms: float | None = None
+    duration_ms: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    usage: Mapping[str, Any] | None = None
+    candidates: Sequence[Candidate] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class BattleRecord:
+    id: str
+    status: BattleState
+    model_a: str
+    model_b: str
+    turns: int
+    voter_id: str | None
+    flags: Mapping[str, Any]
+    created_at: datetime
+
+    def model(self, side: Side) -> str:
+        return self.model_a if side is Side.A else self.model_b
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    battle_id: str
+    outcome: Outcome
+    voter_id: str | None
+    created_at: datetime
+
+
+_VOTE_REFUSALS = {
+    BattleState.VOTED: "This battle already has a vote.",
+    BattleState.ANSWERING: "Both answers must finish before you vote.",
+    BattleState.FAILED: "A side failed to answer, so this battle cannot be voted on.",
+    BattleState.ABANDONED: "This battle was closed without a vote.",
+}
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- voters -------------------------------------------------------------------------
+
+    def ip_salt(self) -> bytes:
+        """The deployment's salt for hashing IPs, made once and kept in the database."""
+        with self.engine.begin() as conn:
+            value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "ip_salt"))
+            if value is None:
+                value = secrets.token_hex(32)
+                try:
+                    with conn.begin_nested():
+                        conn.execute(db.meta.insert().values(key="ip_salt", value=value))
+                except sa.exc.IntegrityError:  # another replica made it first
+                    value = conn.scalar(
+                        sa.select(db.meta.c.value).where(db.meta.c.key == "ip_salt")
+                    )
+        return bytes.fromhex(str(value))
+
+    def touch_voter(self, voter_id: str, ip_hash: str | None) -> None:
+        t = now()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                db.voters.update()
+                .where(db.voters.c.id == voter_id)
+                .values(last_seen_at=t, ip_hash=ip_hash)
+            ).rowcount
+            if not updated:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            db.voters.insert().values(
+                                id=voter_id, created_at=t, last_seen_at=t, ip_hash=ip_hash
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    pass  # created concurrently; last_seen_at is close enough
+
+    # -- battles ------------------------------------------------------------------------
+
+    def create_battle(
+        self,
+        battle_id: str,
+        voter_id: str | None,
+        model_a: str,
+        model_b: str,
+        prompt: str,
+        flags: Mapping[str, Any] | None = None,
+    ) -> BattleRecord:
+        """Create a battle with its first prompt; it starts answering turn 1."""
+        t = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                db.battles.insert().values(
+                    id=battle_id,
+                    created_at=t,
+                    updated_at=t,
+                    voter_id=voter_id,
+                    model_a=model_a,
+                    model_b=model_b,
+                    status=BattleState.ANSWERING.value,
+                    turns=1,
+                    flags=dict(flags or {}),
+                )
+            )
+            self._insert_prompt(conn, battle_id, 1, prompt)
+            return self._battle(conn, battle_id)
+
+    @staticmethod
+    def _insert_prompt(conn: Connection, battle_id: str, turn: int, prompt: str) -> None:
+        t = now()
+        for side in Side:
+            conn.execute(
+                db.messages.insert().values(
+                    battle_id=battle_id,
+                    side=side.value,
+                    turn=turn,
+                    role="user",
+                    content=prompt,
+                    created_at=t,
+                )
+            )
+
+    def battle(self, battle_id: str) -> BattleRecord:
+        with self.engine.connect() as conn:
+            return self._battle(conn, battle_id)
+
+    @staticmethod
+    def _battle(conn: Connection, battle_id: str) -> BattleRecord:
+        row = conn.execute(sa.select(db.battles).where(db.battles.c.id == battle_id)).first()
+        if row is None:
+            raise BattleNotFound("This battle does not exist.")
+        return BattleRecord(
+            id=row.id,
+            status=BattleState(row.status),
+            model_a=row.model_a,
+            model_b=row.model_b,
+            turns=row.turns,
+            voter_id=row.voter_id,
+            flags=row.flags or {},
+            created_at=row.created_at,
+        )
+
+    @staticmethod
+    def _move(
+        conn: Connection,
+        battle_id: str,
+        old: set[BattleState],
+        new: BattleState,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set the status: true if this call made the move."""
+        result = conn.execute(
+            db.battles.update()
+            .where(db.battles.c.id == battle_id, db.battles.c.status.in_([s.value for s in old]))
+            .values(status=new.value, updated_at=now(), **values)
+        )
+        return result.rowcount == 1
+
+    def begin_turn(self, battle_id: str, prompt: str, max_turns: int) -> int:
+        """Store a follow-up prompt for both sides and mark the battle as answering.
+
+        Returns the new turn number (1-based).
+        """
+        with self.engine.begin() as conn:
+            battle = self._battle(conn, battle_id)
+            turn = battle.turns + 1
+            if battle.status is not BattleState.AWAITING_VOTE:
+                raise TurnRejected(_turn_refusal(battle.status))
+            if turn > max_turns:
+                raise TurnRejected(f"This battle has reached its limit of {max_turns} turns.")
+            moved = self._move(
+                conn, battle_id, {BattleState.AWAITING_VOTE}, BattleState.ANSWERING, turns=turn
+            )
+            if not moved:
+                raise TurnRejected("This battle changed meanwhile; please try again.")
+            self._insert_prompt(conn, battle_id, turn, prompt)
+        return turn
+
+    def finish_turn(
+        self, battle_id: str, turn: int, answers: Mapping[Side, AnswerRecord]
+    ) -> BattleState:
+        """Store both answers; the battle awaits a vote unless a side failed."""
+        failed = any(a.error for a in answers.values())
+        new = BattleState.FAILED if failed else BattleState.AWAITING_VOTE
+        t = now()
+        with self.engine.begin() as conn:
+            for side, answer in answers.items():
+                message_id = conn.execute(
+                    db.messages.insert()
+                    .values(
+                        battle_id=battle_id,
+                        side=side.value,
+                        turn=turn,
+                        role="assistant",
+                        model=answer.model,
+                        content=answer.content,
+                        reasoning=answer.reasoning or None,
+                        prompt_tokens=answer.prompt_tokens,
+                        completion_tokens=answer.completion_tokens,
+                        reasoning_tokens=answer.reasoning_tokens,
+                        ttft_ms=answer.ttft_ms,
+                        answer_ms=answer.answer_ms,
+                        duration_ms=answer.duration_ms,
+                        finish_reason=answer.finish_reason,
+                        error=answer.error,
+                        usage=dict(answer.usage) if answer.usage else None,
+                        created_at=t,
+                    )
+                    .returning(db.messages.c.id)
+                ).scalar_one()
+                for position, c in enumerate(answer.candidates):
+                    conn.execute(
+                        db.candidates.insert().values(
+                            message_id=message_id,
+                            position=position,
+                            content=c.content,
+                            reasoning=c.reasoning,
+                            score=c.score,
+                            chosen=c.chosen,
+                            usage=dict(c.usage) if c.usage else None,
+                        )
+                    )
+            if not self._move(conn, battle_id, {BattleState.ANSWERING}, new):
+                # Abandoned while streaming: keep the answers, leave the status alone.
+                return self._battle(conn, battle_id).status
+        return new
+
+    def abandon(self, battle_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return self._move(
+                conn,
+                battle_id,
+                {BattleState.ANSWERING, BattleState.AWAITING_VOTE},
+                BattleState.ABANDONED,
+            )
+
+    def messages(self, battle_id: str) -> list[Mapping[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(db.messages)
+                .where(db.messages.c.battle_id == battle_id)
+                .order_by(db.messages.c.turn, db.messages.c.side, db.messages.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # -- votes --------------------------------------------------------------------------
+
+    def record_vote(
+        self, battle_id: str, outcome: Outcome, voter_id: str | None, ip_hash: str | None
+    ) -> BattleRecord:
+        """Commit one vote. Refused unless the battle awaits a vote from this voter."""
+        with self.engine.begin() as conn:
+            battle = self._battle(conn, battle_id)
+            if battle.voter_id is not None and battle.voter_id != voter_id:
+                raise VoteRejected("This battle belongs to another session.")
+            if not self._move(conn, battle_id, {BattleState.AWAITING_VOTE}, BattleState.VOTED):
+                status = self._battle(conn, battle_id).status
+                raise VoteRejected(_VOTE_REFUSALS.get(status, "This battle cannot take a vote."))
+            try:
+                conn.execute(
+                    db.votes.insert().values(
+                        battle_id=battle_id,
+                        outcome=outcome.value,
+                        voter_id=voter_id,
+                        ip_hash=ip_hash,
+                        created_at=now(),
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise VoteRejected(_VOTE_REFUSALS[BattleState.VOTED]) from None
+            return self._battle(conn, battle_id)
+
+    def vote(self, battle_id: str) -> VoteRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(db.votes).where(db.votes.c.battle_id == battle_id)).first()
+        if row is None:
+            return None
+        return VoteRecord(row.battle_id, Outcome(row.outcome), row.voter_id, row.created_at)
+
+    def count_votes(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(db.votes)) or 0)
+
+
+def _turn_refusal(status: BattleState) -> str:
+    return {
+        BattleState.ANSWERING: "Wait for both answers before sending another message.",
+        BattleState.VOTED: "This battle is over. Start a new battle to ask again.",
+        BattleState.FAILED: "A side failed in this battle. Start a new battle.",
+        BattleState.ABANDONED: "This battle was closed. Start a new battle.",
+    }.get(status, "This battle cannot take another message.")

@@ -1,0 +1,292 @@
+"""The Gradio page. The only module that imports gradio.
+
+Everything the browser receives before a vote comes from `BattleView`, which
+carries no model name and no reasoning text. The battle id lives in `gr.State`,
+which stays on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from arena.battles import BattleView, Reveal, RevealedSide, TurnView, Voter
+from arena.errors import ArenaError
+from arena.lifecycle import BattleState, Outcome
+
+if TYPE_CHECKING:
+    from arena.app import App
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+VOTER_COOKIE = "arena_voter"
+
+OUTCOME_TEXT = {
+    Outcome.A: "A is better",
+    Outcome.B: "B is better",
+    Outcome.TIE: "Tie",
+    Outcome.BOTH_BAD: "Both are bad",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """Per-browser state, kept server-side by gr.State."""
+
+    battle_id: str | None = None
+    view: BattleView | None = None
+    reveal: Reveal | None = None
+
+
+def voter_of(request: gr.Request | None) -> Voter:
+    if request is None:
+        return Voter(id="anonymous")
+    cookies = getattr(request, "cookies", None) or {}
+    voter_id = cookies.get(VOTER_COOKIE) or f"session:{request.session_hash}"
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None) if client else None
+    return Voter(id=str(voter_id)[:64], ip=host)
+
+
+def _turn_messages(turn: TurnView, reasoning: str | None, revealed: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "user", "content": turn.prompt}]
+    if turn.thinking_seconds is not None:
+        seconds = turn.thinking_seconds
+        if revealed:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": reasoning or "(no reasoning text)",
+                    "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
+                }
+            )
+        elif turn.thinking:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "The reasoning is shown after you vote.",
+                    "metadata": {"title": f"Thinking… {seconds:.0f} s", "status": "pending"},
+                }
+            )
+        else:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "The reasoning is shown after you vote.",
+                    "metadata": {"title": f"Thought for {seconds:.1f} s", "status": "done"},
+                }
+            )
+    if turn.error:
+        out.append({"role": "assistant", "content": f"⚠️ {turn.error}"})
+    elif turn.content:
+        out.append({"role": "assistant", "content": turn.content})
+    elif not turn.done and not turn.thinking:
+        out.append({"role": "assistant", "content": "…"})
+    return out
+
+
+def chat_messages(
+    turns: tuple[TurnView, ...], revealed: RevealedSide | None = None
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns):
+        reasoning = None
+        if revealed is not None and i < len(revealed.reasoning):
+            reasoning = revealed.reasoning[i]
+        out.extend(_turn_messages(turn, reasoning, revealed is not None))
+    return out
+
+
+def _status(view: BattleView) -> str:
+    if view.state is BattleState.ANSWERING:
+        return "Both models are answering…"
+    if view.state is BattleState.AWAITING_VOTE:
+        more = (
+            f" or ask a follow-up ({view.turns_left} left)"
+            if view.turns_left > 0
+            else " (no follow-ups left)"
+        )
+        return f"**Which answer is better?** Vote below{more}."
+    if view.state is BattleState.FAILED:
+        return (
+            "A side failed to answer, so this battle cannot be voted on. "
+            "Press **New battle** to try again."
+        )
+    return ""
+
+
+def _side_card(label: str, side: RevealedSide) -> str:
+    parts = [f"**{label}: {side.model}**"]
+    details = " · ".join(x for x in (side.organization, side.license) if x)
+    if details:
+        parts.append(details)
+    if side.unreleased:
+        parts.append("unreleased (codename)")
+    text = " — ".join(parts)
+    if side.description:
+        text += f"  \n{side.description}"
+    return text
+
+
+def reveal_markdown(reveal: Reveal) -> str:
+    return (
+        f"### Your vote: {OUTCOME_TEXT[reveal.outcome]}\n\n"
+        f"{_side_card('Model A', reveal.a)}\n\n{_side_card('Model B', reveal.b)}"
+    )
+
+
+def build(app: App) -> gr.Blocks:
+    battles = app.battles
+    config = app.config
+
+    with gr.Blocks(title=config.title, fill_width=False) as blocks:
+        gr.Markdown(
+            f"# ⚔️ {config.title}\n"
+            "Ask anything. Two anonymous models answer side by side. "
+            "Vote for the better answer, and only then see who they were."
+        )
+        if config.demo:
+            gr.Markdown(
+                "🧪 **Demo mode:** the contestants are canned demo models served by "
+                "`arena demo-models`, not real language models.",
+                elem_classes=["arena-demo-banner"],
+            )
+        session = gr.State(Session())
+        with gr.Row(equal_height=True):
+            chat_a = gr.Chatbot(
+                label="Model A",
+                height=480,
+                feedback_options=None,
+                buttons=["copy"],
+                elem_id="chat-a",
+            )
+            chat_b = gr.Chatbot(
+                label="Model B",
+                height=480,
+                feedback_options=None,
+                buttons=["copy"],
+                elem_id="chat-b",
+            )
+        status = gr.Markdown("", elem_id="status")
+        with gr.Row(visible=False, elem_id="vote-row") as vote_row:
+            vote_buttons = {
+                Outcome.A: gr.Button("👈 A is better", elem_id="vote-a"),
+                Outcome.B: gr.Button("👉 B is better", elem_id="vote-b"),
+                Outcome.TIE: gr.Button("🤝 Tie", elem_id="vote-tie"),
+                Outcome.BOTH_BAD: gr.Button("👎 Both are bad", elem_id="vote-both-bad"),
+            }
+        reveal = gr.Markdown("", visible=False, elem_id="reveal")
+        with gr.Row():
+            prompt = gr.Textbox(
+                placeholder="Type your prompt and press Enter",
+                show_label=False,
+                scale=8,
+                max_lines=8,
+                elem_id="prompt",
+            )
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        new = gr.Button("🔄 New battle", elem_id="new-battle")
+
+        outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
+
+        def render(view: BattleView) -> tuple[Any, ...]:
+            can_type = view.state is BattleState.AWAITING_VOTE and view.turns_left > 0
+            return (
+                chat_messages(view.a),
+                chat_messages(view.b),
+                gr.update(value="", interactive=can_type),
+                gr.update(interactive=can_type),
+                gr.update(visible=view.state is BattleState.AWAITING_VOTE),
+                _status(view),
+                gr.update(value="", visible=False),
+                Session(battle_id=view.battle_id, view=view),
+            )
+
+        async def ask(
+            text: str, current: Session, request: gr.Request
+        ) -> AsyncIterator[tuple[Any, ...]]:
+            voter = voter_of(request)
+            try:
+                view = current.view
+                if current.battle_id and view and view.state is BattleState.AWAITING_VOTE:
+                    stream = battles.follow_up(current.battle_id, voter, text)
+                else:
+                    stream = battles.start(voter, text)
+                async for view in stream:
+                    yield render(view)
+            except ArenaError as err:
+                raise gr.Error(str(err)) from None
+
+        def voter_for(outcome: Outcome) -> Any:
+            async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
+                if not current.battle_id or current.view is None:
+                    raise gr.Error("There is no battle to vote on yet.")
+                try:
+                    result = await battles.vote(current.battle_id, voter_of(request), outcome)
+                except ArenaError as err:
+                    raise gr.Error(str(err)) from None
+                view = current.view
+                return (
+                    chat_messages(view.a, result.a),
+                    chat_messages(view.b, result.b),
+                    gr.update(value="", interactive=False),
+                    gr.update(interactive=False),
+                    gr.update(visible=False),
+                    "Thanks for voting! Press **New battle** to play again.",
+                    gr.update(value=reveal_markdown(result), visible=True),
+                    Session(battle_id=current.battle_id, view=view, reveal=result),
+                )
+
+            vote.__name__ = f"vote_{outcome.value}"
+            return vote
+
+        async def new_battle(current: Session) -> tuple[Any, ...]:
+            if current.battle_id and current.reveal is None:
+                await battles.abandon(current.battle_id)
+            return (
+                [],
+                [],
+                gr.update(value="", interactive=True),
+                gr.update(interactive=True),
+                gr.update(visible=False),
+                "",
+                gr.update(value="", visible=False),
+                Session(),
+            )
+
+        # No concurrency limit: one voter's battle never waits for another's.
+        for trigger in (prompt.submit, send.click):
+            trigger(
+                ask,
+                [prompt, session],
+                outputs,
+                api_name="ask" if trigger == send.click else False,
+                concurrency_limit=None,
+            )
+        for outcome, button in vote_buttons.items():
+            button.click(
+                voter_for(outcome),
+                [session],
+                outputs,
+                api_name=f"vote_{outcome.value}",
+                concurrency_limit=None,
+            )
+        new.click(new_battle, [session], outputs, api_name="new_battle", concurrency_limit=None)
+    blocks.queue(default_concurrency_limit=None)
+    return blocks
+
+
+def mount(app: App) -> None:
+    blocks = build(app)
+    css = STATIC / "arena.css"
+    gr.mount_gradio_app(
+        app.asgi,
+        blocks,
+        path="/",
+        css_paths=[css] if css.exists() else None,
+        footer_links=["api"],
+        show_error=True,
+    )
