@@ -1,0 +1,143 @@
+"""The battle service over real HTTP to the demo server and a real database."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+
+import httpx
+import pytest
+
+from arena import db
+from arena.battles import BattleService, BattleView, Voter
+from arena.config import parse_config
+from arena.errors import TurnRejected, VoteRejected
+from arena.lifecycle import BattleState, Outcome, Side
+from arena.router import Router
+from arena.store import Store
+from tests.servers import DEMO_MODELS, demo_config_data, free_port
+
+
+def service(database_url: str, data: dict, seed: int = 0) -> BattleService:
+    config = parse_config(data)
+    router = Router(config, httpx.AsyncClient(), rng=random.Random(seed))
+    store = Store(db.make_engine(database_url))
+    return BattleService(store, router, config, store.ip_salt())
+
+
+async def play(svc: BattleService, voter: Voter, prompt: str) -> list[BattleView]:
+    return [v async for v in svc.start(voter, prompt)]
+
+
+async def test_battle_to_reveal(demo_url: str, sqlite_url: str) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", "203.0.113.9")
+    views = await play(svc, voter, "What is a monad?")
+    final = views[-1]
+    assert final.state is BattleState.AWAITING_VOTE
+    assert all(t.done and t.content for t in final.a + final.b)
+    # Nothing the UI receives before the vote names a model or holds reasoning text.
+    battle = svc.store.battle(final.battle_id)
+    text = repr([asdict(v) for v in views])
+    for name in (battle.model_a, battle.model_b):
+        assert name not in text
+    assert "The user asks" not in text  # the demo reasoners' reasoning
+    async for view in svc.follow_up(final.battle_id, voter, "Say more"):
+        final = view
+    assert len(final.a) == 2 and final.turns_left == 1
+    reveal = await svc.vote(final.battle_id, voter, "b")
+    assert {reveal.a.model, reveal.b.model} == {battle.model_a, battle.model_b}
+    assert reveal.a.model == battle.model_a and reveal.outcome is Outcome.B
+    assert len(reveal.a.reasoning) == 2
+    with pytest.raises(VoteRejected):
+        await svc.vote(final.battle_id, voter, "a")
+    # The voter row keeps a salted hash, never the address.
+    with svc.store.engine.connect() as conn:
+        row = conn.execute(db.voters.select()).one()
+    assert row.ip_hash and "203.0.113.9" not in str(tuple(row))
+    assert row.ip_hash == svc.ip_hash("203.0.113.9") != svc.ip_hash("203.0.113.10")
+
+
+async def test_reasoning_shows_timer_but_no_text(demo_url: str, sqlite_url: str) -> None:
+    data = demo_config_data(demo_url, {"r1": "reasoner", "r2": "thinker"})
+    svc = service(sqlite_url, data)
+    views = await play(svc, Voter("v"), "Think first")
+    final = views[-1]
+    for turn in (final.a[0], final.b[0]):
+        assert turn.thinking_seconds is not None and not turn.thinking
+        assert "The user asks" not in turn.content
+    rows = svc.store.messages(final.battle_id)
+    stored = [r for r in rows if r["role"] == "assistant"]
+    assert all(r["reasoning"].startswith("The user asks") for r in stored)
+    assert all(r["reasoning_tokens"] > 0 and r["ttft_ms"] <= r["answer_ms"] for r in stored)
+
+
+async def test_failed_side(demo_url: str, sqlite_url: str) -> None:
+    data = demo_config_data(demo_url, {"good": "terse"})
+    data["models"].append(
+        {
+            "name": "down",
+            "endpoints": [{"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "x"}],
+        }
+    )
+    svc = service(sqlite_url, data)
+    views = await play(svc, Voter("v"), "hello")
+    final = views[-1]
+    assert final.state is BattleState.FAILED
+    battle = svc.store.battle(final.battle_id)
+    bad = Side.A if battle.model_a == "down" else Side.B
+    good = Side.B if bad is Side.A else Side.A
+    assert final.side(bad)[0].error == "The model server could not be reached."
+    assert final.side(good)[0].content and final.side(good)[0].error is None
+    with pytest.raises(VoteRejected, match="failed"):
+        await svc.vote(final.battle_id, Voter("v"), "a")
+    with pytest.raises(TurnRejected):
+        async for _ in svc.follow_up(final.battle_id, Voter("v"), "again"):
+            pass
+
+
+async def test_slow_side_does_not_stall_fast_side(
+    demo_url: str, slow_demo_url: str, sqlite_url: str
+) -> None:
+    data = demo_config_data(demo_url, {"fast": "terse"})
+    data["models"] += demo_config_data(slow_demo_url, {"slow": "verbose"})["models"]
+    svc = service(sqlite_url, data)
+    views = await play(svc, Voter("v"), "race")
+    battle = svc.store.battle(views[-1].battle_id)
+    fast = Side.A if battle.model_a == "fast" else Side.B
+    slow = Side.B if fast is Side.A else Side.A
+    # Some view shows the fast side finished while the slow one is still streaming.
+    assert any(v.side(fast)[0].done and not v.side(slow)[0].done for v in views)
+
+
+async def test_rejects_bad_input(demo_url: str, sqlite_url: str) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url, max_prompt_chars=10))
+    with pytest.raises(TurnRejected, match="Type a message"):
+        await play(svc, Voter("v"), "   ")
+    with pytest.raises(TurnRejected, match="too long"):
+        await play(svc, Voter("v"), "x" * 11)
+    views = await play(svc, Voter("v"), "hi")
+    with pytest.raises(VoteRejected, match="Unknown vote"):
+        await svc.vote(views[-1].battle_id, Voter("v"), "maybe")
+    with pytest.raises(VoteRejected, match="another session"):
+        await svc.vote(views[-1].battle_id, Voter("someone else"), "a")
+
+
+def test_pairs_are_distinct_weighted_and_unbiased(demo_url: str) -> None:
+    data = demo_config_data(demo_url, DEMO_MODELS)
+    data["models"][0]["weight"] = 3.0
+    data["models"][1]["weight"] = 0
+    config = parse_config(data)
+    router = Router(config, httpx.AsyncClient(), rng=random.Random(1))
+    counts: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for _ in range(4000):
+        a, b = router.pick_pair()
+        assert a.name != b.name and "demo-verbose" not in (a.name, b.name)
+        for m in (a, b):
+            counts[m.name] = counts.get(m.name, 0) + 1
+        left[a.name] = left.get(a.name, 0) + 1
+    assert counts["demo-terse"] > 1.5 * counts["demo-reasoner"]
+    # Position is a coin flip for every model.
+    for name, n in counts.items():
+        assert abs(left[name] / n - 0.5) < 0.05

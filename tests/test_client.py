@@ -1,0 +1,250 @@
+"""The OpenAI-compatible client, over real HTTP against the demo model server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from arena.config import Endpoint, Secret, Timeouts
+from arena.demo_models import create_demo_app
+from arena.errors import (
+    ConnectError,
+    EndpointError,
+    FirstTokenTimeout,
+    ProviderError,
+    StallTimeout,
+    TotalTimeout,
+)
+from arena.providers.base import ChatMessage, ChatRequest, Chunk
+from arena.providers.openai import OpenAIProvider, parse_event
+from arena.providers.think import ThinkSplitter
+from tests.servers import free_port, serve
+
+FAST = Timeouts(connect=2, first_token=5, between_tokens=5, total=20)
+
+
+def request(text: str = "Why is the sky blue?", **params: object) -> ChatRequest:
+    return ChatRequest(messages=(ChatMessage("user", text),), params=params)
+
+
+async def collect(provider: OpenAIProvider, req: ChatRequest) -> dict[str, object]:
+    content = reasoning = ""
+    finish = None
+    usage = None
+    async for chunk in provider.stream_chat(req):
+        if chunk.retract_content:
+            reasoning, content = reasoning + content, ""
+        content += chunk.content
+        reasoning += chunk.reasoning
+        finish = chunk.finish_reason or finish
+        usage = chunk.usage or usage
+    return {"content": content, "reasoning": reasoning, "finish": finish, "usage": usage}
+
+
+def provider(url: str, model: str, timeouts: Timeouts = FAST, **kw: object) -> OpenAIProvider:
+    client = httpx.AsyncClient()
+    return OpenAIProvider(client, Endpoint(base_url=url + "/v1", model=model), timeouts, **kw)
+
+
+# -- parsing single events -------------------------------------------------------------
+
+
+def delta(**fields: object) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+def test_reasoning_field_variants(field: str) -> None:
+    assert parse_event(delta(**{field: "hmm"}), ThinkSplitter()) == [Chunk(reasoning="hmm")]
+
+
+def test_usage_and_finish() -> None:
+    event = {
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 7,
+            "completion_tokens_details": {"reasoning_tokens": 4},
+        },
+    }
+    chunks = parse_event(event, None)
+    assert chunks[0].finish_reason == "length"
+    assert chunks[1].usage is not None and chunks[1].usage.reasoning_tokens == 4
+
+
+def test_error_event_raises() -> None:
+    with pytest.raises(EndpointError):
+        parse_event({"error": {"message": "boom"}}, None)
+
+
+# -- against the demo server -------------------------------------------------------------
+
+
+async def test_plain_stream_with_usage(demo_url: str) -> None:
+    out = await collect(provider(demo_url, "verbose"), request())
+    assert out["content"].startswith("## Overview")  # type: ignore[union-attr]
+    assert out["reasoning"] == ""
+    assert out["finish"] == "stop"
+    assert out["usage"].completion_tokens > 10  # type: ignore[union-attr]
+
+
+async def test_reasoning_field_stream(demo_url: str) -> None:
+    out = await collect(provider(demo_url, "reasoner"), request())
+    assert out["reasoning"].startswith("The user asks")  # type: ignore[union-attr]
+    assert out["content"].startswith("After thinking it over")  # type: ignore[union-attr]
+    assert out["usage"].reasoning_tokens > 0  # type: ignore[union-attr]
+
+
+async def test_think_tags_without_opening_tag(demo_url: str) -> None:
+    out = await collect(provider(demo_url, "thinker"), request())
+    assert out["reasoning"].startswith("The user asks")  # type: ignore[union-attr]
+    assert "</think>" not in out["content"]  # type: ignore[operator]
+    assert out["content"].startswith("Conclusion:")  # type: ignore[union-attr]
+
+
+async def test_think_tags_off_keeps_raw_content(demo_url: str) -> None:
+    out = await collect(provider(demo_url, "thinker", think_tags=False), request())
+    assert "</think>" in out["content"]  # type: ignore[operator]
+
+
+async def test_max_tokens_gives_length(demo_url: str) -> None:
+    out = await collect(provider(demo_url, "verbose"), request(max_tokens=5))
+    assert out["finish"] == "length"
+    assert out["usage"].completion_tokens == 5  # type: ignore[union-attr]
+
+
+def no_leak(err: ProviderError, url: str) -> None:
+    text = str(err)
+    host = url.split("//", 1)[1]
+    assert host not in text and "http" not in text and "Traceback" not in text
+
+
+async def test_unknown_model_is_short_error(demo_url: str) -> None:
+    with pytest.raises(EndpointError) as info:
+        await collect(provider(demo_url, "no-such-model"), request())
+    assert "not available" in str(info.value)
+    no_leak(info.value, demo_url)
+
+
+async def test_connection_refused() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectError) as info:
+        await collect(provider(url, "terse"), request())
+    no_leak(info.value, url)
+
+
+async def test_first_token_timeout() -> None:
+    with serve(create_demo_app(latency=3, tokens_per_second=0), "/health") as url:
+        t = Timeouts(connect=2, first_token=0.3, between_tokens=5, total=20)
+        with pytest.raises(FirstTokenTimeout) as info:
+            await collect(provider(url, "terse", t), request())
+        no_leak(info.value, url)
+
+
+async def test_stall_between_tokens() -> None:
+    with serve(create_demo_app(latency=0, tokens_per_second=2), "/health") as url:
+        t = Timeouts(connect=2, first_token=5, between_tokens=0.2, total=20)
+        with pytest.raises(StallTimeout):
+            await collect(provider(url, "verbose", t), request())
+
+
+async def test_total_timeout() -> None:
+    with serve(create_demo_app(latency=0, tokens_per_second=20), "/health") as url:
+        t = Timeouts(connect=2, first_token=5, between_tokens=5, total=0.5)
+        with pytest.raises(TotalTimeout):
+            await collect(provider(url, "verbose", t), request())
+
+
+# -- a hand-written endpoint for what the demo server never does -------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_server() -> Iterator[str]:
+    seen: list[str] = []
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        seen.append(request.headers.get("authorization", ""))
+        mode = body["messages"][-1]["content"]
+        if mode == "auth":
+            return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
+        if mode == "garbage":
+
+            async def garbage() -> AsyncIterator[str]:
+                yield "data: {not json\n\n"
+
+            return StreamingResponse(garbage(), media_type="text/event-stream")
+        if mode == "sglang":
+
+            async def sglang() -> AsyncIterator[str]:
+                for piece in ({"reasoning_content": "r1 "}, {"reasoning_content": "r2"}):
+                    yield "data: " + json.dumps(delta(**piece)) + "\n\n"
+                yield "data: " + json.dumps(delta(content="final")) + "\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(sglang(), media_type="text/event-stream")
+        if mode == "empty":
+
+            async def empty() -> AsyncIterator[str]:
+                yield ": keep-alive\n\n"
+
+            return StreamingResponse(empty(), media_type="text/event-stream")
+        return JSONResponse({"seen": seen})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    app.state.seen = seen
+    with serve(app, "/v1/chat/completions") as url:
+        yield url
+
+
+async def test_api_key_sent_as_bearer_and_never_in_errors(odd_server: str) -> None:
+    secret = "sk-test-very-secret"
+    endpoint = Endpoint(odd_server + "/v1", "m", api_key_env="X_API_KEY", api_key=Secret(secret))
+    p = OpenAIProvider(httpx.AsyncClient(), endpoint, FAST)
+    with pytest.raises(EndpointError) as info:
+        await collect(p, request("auth"))
+    assert secret not in str(info.value) and secret not in repr(endpoint)
+    assert "credentials" in str(info.value)
+    check = httpx.post(odd_server + "/v1/chat/completions", json={"messages": [{"content": ""}]})
+    assert f"Bearer {secret}" in check.json()["seen"]
+
+
+async def test_malformed_stream(odd_server: str) -> None:
+    with pytest.raises(EndpointError, match="malformed"):
+        await collect(provider(odd_server, "m"), request("garbage"))
+
+
+async def test_sglang_reasoning_content(odd_server: str) -> None:
+    out = await collect(provider(odd_server, "m"), request("sglang"))
+    assert (out["reasoning"], out["content"]) == ("r1 r2", "final")
+
+
+async def test_stream_without_answer(odd_server: str) -> None:
+    with pytest.raises(EndpointError, match="without an answer"):
+        await collect(provider(odd_server, "m"), request("empty"))
+
+
+async def test_two_streams_run_concurrently(slow_demo_url: str) -> None:
+    # Both streams share one client; neither waits for the other to finish.
+    p = provider(slow_demo_url, "terse")
+    order: list[str] = []
+
+    async def run(name: str, model: str) -> None:
+        async for chunk in OpenAIProvider(
+            p.client, Endpoint(slow_demo_url + "/v1", model), FAST
+        ).stream_chat(request()):
+            if chunk.content:
+                order.append(name)
+
+    await asyncio.gather(run("terse", "terse"), run("verbose", "verbose"))
+    first_verbose = order.index("verbose")
+    last_terse = len(order) - 1 - order[::-1].index("terse")
+    assert first_verbose < last_terse

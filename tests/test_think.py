@@ -1,0 +1,76 @@
+"""Splitting <think> tags out of streamed content, wherever the chunks break."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena.providers.base import Chunk
+from arena.providers.think import ThinkSplitter
+
+
+def run(pieces: list[str]) -> tuple[str, str, int]:
+    """Feed pieces as a client would; return (content, reasoning, retractions)."""
+    splitter = ThinkSplitter()
+    content = reasoning = ""
+    retractions = 0
+    chunks: list[Chunk] = []
+    for piece in pieces:
+        chunks.extend(splitter.feed(piece))
+    chunks.extend(splitter.flush())
+    for c in chunks:
+        if c.retract_content:
+            reasoning += content
+            content = ""
+            retractions += 1
+        reasoning += c.reasoning
+        content += c.content
+    return content, reasoning, retractions
+
+
+def every_split(text: str) -> list[list[str]]:
+    return [[text[:i], text[i:]] for i in range(len(text) + 1)] + [list(text)]
+
+
+@pytest.mark.parametrize("pieces", every_split("<think>step one</think>\n\nThe answer."))
+def test_tagged_reasoning_split_anywhere(pieces: list[str]) -> None:
+    assert run(pieces) == ("The answer.", "step one", 0)
+
+
+@pytest.mark.parametrize("pieces", every_split("step one, step two</think>The answer."))
+def test_missing_opening_tag_moves_content_to_reasoning(pieces: list[str]) -> None:
+    content, reasoning, retractions = run(pieces)
+    assert (content, reasoning) == ("The answer.", "step one, step two")
+    assert retractions == 1
+
+
+@pytest.mark.parametrize("pieces", every_split("Plain answer with <b>html</b>."))
+def test_plain_content_untouched(pieces: list[str]) -> None:
+    assert run(pieces) == ("Plain answer with <b>html</b>.", "", 0)
+
+
+def test_leading_whitespace_before_tag() -> None:
+    assert run(["\n  <th", "ink>why</think>", "so"]) == ("so", "why", 0)
+
+
+@pytest.mark.parametrize("pieces", every_split("Write <think>x</think> to mark it."))
+def test_tags_in_mid_answer_are_content(pieces: list[str]) -> None:
+    # An opening tag after the answer began means the answer is about tags.
+    assert run(pieces) == ("Write <think>x</think> to mark it.", "", 0)
+
+
+def test_unterminated_think_is_all_reasoning() -> None:
+    assert run(["<think>still going"]) == ("", "still going", 0)
+
+
+def test_partial_tag_at_end_is_flushed_as_content() -> None:
+    assert run(["Answer </thi"]) == ("Answer </thi", "", 0)
+
+
+def test_reasoning_field_disables_retraction() -> None:
+    splitter = ThinkSplitter()
+    out = splitter.feed("real answer ")
+    splitter.disable_retract()
+    out += splitter.feed("mentions </think> literally")
+    out += splitter.flush()
+    assert not any(c.retract_content for c in out)
+    assert "".join(c.content for c in out) == "real answer mentions </think> literally"
