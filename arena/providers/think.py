@@ -34,6 +34,7 @@ class ThinkSplitter:
     def __init__(self) -> None:
         self._state = _State.START
         self._buffer = ""
+        self._strip = False  # drop whitespace between </think> and the answer
 
     def disable_retract(self) -> None:
         """Reasoning came in its own field, so content is content."""
@@ -60,8 +61,8 @@ class ThinkSplitter:
                 if end >= 0:
                     if end:
                         out.append(Chunk(reasoning=self._buffer[:end]))
-                    self._buffer = self._buffer[end + len(CLOSE) :].lstrip()
-                    self._state = _State.AFTER
+                    self._buffer = self._buffer[end + len(CLOSE) :]
+                    self._state, self._strip = _State.AFTER, True
                     continue
                 keep = _held_suffix(self._buffer, CLOSE)
                 emit = self._buffer[: len(self._buffer) - keep]
@@ -71,18 +72,28 @@ class ThinkSplitter:
                 return out
             elif self._state is _State.UNTAGGED:
                 end = self._buffer.find(CLOSE)
-                if end >= 0:
-                    out.append(Chunk(reasoning=self._buffer[:end], retract_content=True))
-                    self._buffer = self._buffer[end + len(CLOSE) :].lstrip()
+                opened = self._buffer.find(OPEN)
+                if opened >= 0 and (end < 0 or opened < end):
+                    # Content that opens a tag mid-answer is talking about tags.
                     self._state = _State.AFTER
                     continue
-                keep = _held_suffix(self._buffer, CLOSE)
+                if end >= 0:
+                    out.append(Chunk(reasoning=self._buffer[:end], retract_content=True))
+                    self._buffer = self._buffer[end + len(CLOSE) :]
+                    self._state, self._strip = _State.AFTER, True
+                    continue
+                keep = max(_held_suffix(self._buffer, CLOSE), _held_suffix(self._buffer, OPEN))
                 emit = self._buffer[: len(self._buffer) - keep]
                 if emit:
                     out.append(Chunk(content=emit))
                 self._buffer = self._buffer[len(emit) :]
                 return out
             else:
+                if self._strip:
+                    self._buffer = self._buffer.lstrip()
+                    if not self._buffer:
+                        return out
+                    self._strip = False
                 out.append(Chunk(content=self._buffer))
                 self._buffer = ""
         return out
@@ -94,6 +105,6 @@ class ThinkSplitter:
             return []
         if self._state is _State.THINKING:
             return [Chunk(reasoning=text)]
-        if self._state is _State.START and not text.strip():
+        if self._state is not _State.UNTAGGED and not text.strip():
             return []
         return [Chunk(content=text)]
