@@ -13,13 +13,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from arena.errors import ConfigError
 
 DEFAULT_CONFIG = "arena.toml"
 DEFAULT_DATABASE_URL = "sqlite:///arena.db"
+ThinkTags = Literal["auto", "opened", "off"]
+_THINK_TAGS = ("auto", "opened", "off")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Generation parameters passed through to the endpoint as-is.
 _PARAMS = {
@@ -114,7 +116,7 @@ class ModelEntry:
     params: Mapping[str, Any] = field(default_factory=dict)
     unreleased: bool = False
     weight: float = 1.0
-    think_tags: bool = True
+    think_tags: ThinkTags = "auto"
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,11 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         if not ok or isinstance(value, bool):
             raise where.fail(f"params.{key}", f"must be {_kind_name((kind,))}, got {value!r}")
         params[key] = value
+    think_tags = _get(where, raw, "think_tags", str, "auto")
+    if think_tags not in _THINK_TAGS:
+        raise where.fail(
+            "think_tags", f"must be one of {', '.join(_THINK_TAGS)}, got {think_tags!r}"
+        )
     weight = float(_get(where, raw, "weight", (int, float), 1.0))
     if not math.isfinite(weight) or weight < 0:
         raise where.fail("weight", f"must be a number >= 0, got {raw.get('weight')!r}")
@@ -259,7 +266,7 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         params=params,
         unreleased=_get(where, raw, "unreleased", bool, False),
         weight=weight,
-        think_tags=_get(where, raw, "think_tags", bool, True),
+        think_tags=think_tags,
     )
 
 

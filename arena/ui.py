@@ -7,6 +7,7 @@ which stays on the server.
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,16 +119,21 @@ def _status(view: BattleView) -> str:
     return ""
 
 
+def _plain(text: str) -> str:
+    """Registry text shown as written: no HTML, no markdown emphasis from stray symbols."""
+    return html.escape(text).replace("*", "\\*").replace("_", "\\_")
+
+
 def _side_card(label: str, side: RevealedSide) -> str:
-    parts = [f"**{label}: {side.model}**"]
-    details = " · ".join(x for x in (side.organization, side.license) if x)
+    parts = [f"**{label}: {_plain(side.model)}**"]
+    details = " · ".join(_plain(x) for x in (side.organization, side.license) if x)
     if details:
         parts.append(details)
     if side.unreleased:
         parts.append("unreleased (codename)")
     text = " — ".join(parts)
     if side.description:
-        text += f"  \n{side.description}"
+        text += f"  \n{html.escape(side.description)}"  # markdown allowed, HTML not
     return text
 
 

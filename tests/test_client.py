@@ -110,8 +110,16 @@ async def test_think_tags_without_opening_tag(demo_url: str) -> None:
     assert out["content"].startswith("Conclusion:")  # type: ignore[union-attr]
 
 
+async def test_think_tags_opened_never_shows_reasoning_as_content(demo_url: str) -> None:
+    contents: list[str] = []
+    async for chunk in provider(demo_url, "thinker", think_tags="opened").stream_chat(request()):
+        assert not chunk.retract_content
+        contents.append(chunk.content)
+    assert "".join(contents).startswith("Conclusion:")
+
+
 async def test_think_tags_off_keeps_raw_content(demo_url: str) -> None:
-    out = await collect(provider(demo_url, "thinker", think_tags=False), request())
+    out = await collect(provider(demo_url, "thinker", think_tags="off"), request())
     assert "</think>" in out["content"]  # type: ignore[operator]
 
 

@@ -72,6 +72,7 @@ BAD = [
     ),
     ('model = "m1"', 'model = ""', "('one'): endpoints[0]", "'model'", "must not be empty"),
     ('model = "m1"', 'modle = "m1"', "('one'): endpoints[0]", "'modle'", "unknown field"),
+    ("weight = 2", 'think_tags = "yes"', "('two')", "'think_tags'", "auto, opened, off"),
     ('name = "two"', 'name = "one"', "models[1] ('one')", "'name'", "duplicate"),
     ('"TWO_API_KEY"', '"NOPE_API_KEY"', "endpoints[0]", "'api_key_env'", "NOPE_API_KEY is not set"),
     ('"TWO_API_KEY"', '"not a name"', "endpoints[0]", "'api_key_env'", "variable name"),

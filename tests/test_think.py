@@ -48,6 +48,21 @@ def test_plain_content_untouched(pieces: list[str]) -> None:
     assert run(pieces) == ("Plain answer with <b>html</b>.", "", 0)
 
 
+@pytest.mark.parametrize("pieces", every_split("plan</think>\nDone."))
+def test_opened_template_is_reasoning_from_the_start(pieces: list[str]) -> None:
+    splitter = ThinkSplitter(opened=True)
+    chunks = [c for p in pieces for c in splitter.feed(p)] + splitter.flush()
+    assert not any(c.retract_content for c in chunks)
+    assert "".join(c.reasoning for c in chunks) == "plan"
+    assert "".join(c.content for c in chunks) == "Done."
+
+
+def test_opened_template_tolerates_explicit_tag() -> None:
+    splitter = ThinkSplitter(opened=True)
+    chunks = splitter.feed("<think>plan</think>Done.") + splitter.flush()
+    assert "".join(c.reasoning for c in chunks) == "plan"
+
+
 def test_leading_whitespace_before_tag() -> None:
     assert run(["\n  <th", "ink>why</think>", "so"]) == ("so", "why", 0)
 

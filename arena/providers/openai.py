@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from arena.config import Endpoint, Timeouts
+from arena.config import Endpoint, ThinkTags, Timeouts
 from arena.errors import (
     ConnectError,
     EndpointError,
@@ -111,7 +111,7 @@ class OpenAIProvider:
         endpoint: Endpoint,
         timeouts: Timeouts,
         *,
-        think_tags: bool = True,
+        think_tags: ThinkTags = "auto",
     ) -> None:
         self.client = client
         self.endpoint = endpoint
@@ -145,7 +145,9 @@ class OpenAIProvider:
             headers=self._headers(),
             timeout=timeout,
         )
-        splitter = ThinkSplitter() if self.think_tags else None
+        splitter = None
+        if self.think_tags != "off":
+            splitter = ThinkSplitter(opened=self.think_tags == "opened")
         name = self.endpoint.model
         try:
             response = await self._within(

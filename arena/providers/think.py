@@ -31,7 +31,12 @@ def _held_suffix(text: str, tag: str) -> int:
 
 
 class ThinkSplitter:
-    def __init__(self) -> None:
+    """`opened=True`: the chat template already opened `<think>` (DeepSeek-R1, QwQ), so
+    the answer is reasoning until `</think>`. Otherwise reasoning is recognised when the
+    answer opens with `<think>`, or after the fact when a lone `</think>` arrives."""
+
+    def __init__(self, opened: bool = False) -> None:
+        self._opened = opened
         self._state = _State.START
         self._buffer = ""
         self._strip = False  # drop whitespace between </think> and the answer
@@ -55,7 +60,7 @@ class ThinkSplitter:
                 elif OPEN.startswith(stripped):
                     return out  # could still become "<think>"
                 else:
-                    self._state = _State.UNTAGGED
+                    self._state = _State.THINKING if self._opened else _State.UNTAGGED
             elif self._state is _State.THINKING:
                 end = self._buffer.find(CLOSE)
                 if end >= 0:
