@@ -1,0 +1,58 @@
+"""Play one battle in headless Chromium and save screenshots to docs/img/.
+
+Usage: start the arena (`make run`), then
+    .venv/bin/pip install playwright   # the Python driver only; no browser download
+    .venv/bin/python docs/screenshot.py [URL]
+Needs Chromium at /usr/bin/chromium (Debian package `chromium`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:7860/"
+OUT = Path(__file__).resolve().parent / "img"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(URL)
+        # Replay until a reasoning model is drawn, to show the thinking indicator.
+        for played in range(1, 13):
+            page.locator("#prompt textarea").fill(
+                "How should I learn to write clean Python code?"
+            )
+            page.locator("#send").click()
+            try:
+                page.get_by_text("Thinking…").first.wait_for(timeout=2500)
+                page.screenshot(path=str(OUT / "battle-thinking.png"), full_page=True)
+                break
+            except PlaywrightTimeout:
+                page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+                page.locator("#new-battle").click()
+                page.wait_for_timeout(500)
+        else:
+            raise SystemExit("no reasoning model was drawn; is demo-reasoner configured?")
+        page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+        page.screenshot(path=str(OUT / "battle-vote.png"), full_page=True)
+        page.locator("#vote-a").click()
+        page.locator("#reveal").get_by_text("Your vote").wait_for(timeout=30_000)
+        page.get_by_text("Reasoning ·").first.click()  # open the revealed reasoning
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(OUT / "battle-reveal.png"), full_page=True)
+        print(f"played {played} battle(s)")
+        browser.close()
+    print(f"saved screenshots to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
