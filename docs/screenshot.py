@@ -35,6 +35,7 @@ def main() -> None:
             try:
                 page.get_by_text("Thinking…").first.wait_for(timeout=2500)
                 page.screenshot(path=str(OUT / "battle-thinking.png"), full_page=True)
+                print(f"a reasoning model was drawn in battle {played}")
                 break
             except PlaywrightTimeout:
                 page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
@@ -49,7 +50,6 @@ def main() -> None:
         page.get_by_text("Reasoning ·").first.click()  # open the revealed reasoning
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "battle-reveal.png"), full_page=True)
-        print(f"played {played} battle(s)")
         browser.close()
     print(f"saved screenshots to {OUT}")
 
