@@ -264,14 +264,10 @@ def build(app: App) -> gr.Blocks:
             )
 
         # No concurrency limit: one voter's battle never waits for another's.
-        for trigger in (prompt.submit, send.click):
-            trigger(
-                ask,
-                [prompt, session],
-                outputs,
-                api_name="ask" if trigger == send.click else False,
-                concurrency_limit=None,
-            )
+        send.click(ask, [prompt, session], outputs, api_name="ask", concurrency_limit=None)
+        prompt.submit(
+            ask, [prompt, session], outputs, api_visibility="private", concurrency_limit=None
+        )
         for outcome, button in vote_buttons.items():
             button.click(
                 voter_for(outcome),
@@ -294,5 +290,5 @@ def mount(app: App) -> None:
         path="/",
         css_paths=[css] if css.exists() else None,
         footer_links=["api"],
-        show_error=True,
+        show_error=False,  # gr.Error messages still show; other exceptions stay server-side
     )
