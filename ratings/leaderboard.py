@@ -1,0 +1,320 @@
+"""From battles to a leaderboard: Elo-scale ratings, 95% intervals, upper-bound ranks.
+
+This is the entry point the web service's ratings job calls (`rate_battles`), and `rate_pairs` does
+the same for votes already grouped into pair counts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.sparse import csgraph, csr_matrix
+from scipy.special import ndtri
+
+from .battles import (
+    PairCounts,
+    _check_battles,
+    group_battles,
+    inverse_pair_weights,
+    reweight_pair_counts,
+)
+from .bt import BTFit, Ties, bt_pairwise
+from .style import StyleFit, bootstrap_style, bt_style, sandwich_style, style_data, style_features
+from .uncertainty import bootstrap_pairwise, sandwich_pairwise
+
+# Elo points per natural log-odds unit: base 10, scale 400.
+ELO_PER_UNIT = 400.0 / math.log(10.0)
+CI_METHODS: tuple[str, ...] = ("sandwich", "bootstrap")
+
+
+def elo_weights(n: int, anchor: int | None, rated: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Weights w with rating_i = ELO_PER_UNIT * (theta_i - w . theta) + offset.
+
+    w is the anchor's indicator, or uniform over the rated models when ratings are centred on their
+    mean.
+    """
+    w = np.zeros(n)
+    if anchor is not None:
+        w[anchor] = 1.0
+    elif rated.any():
+        w[rated] = 1.0 / rated.sum()
+    return w
+
+
+def to_elo(
+    theta: NDArray[np.float64],
+    anchor: tuple[int, float] | None = None,
+    center: float = 1000.0,
+    rated: NDArray[np.bool_] | None = None,
+) -> NDArray[np.float64]:
+    """Elo-scale ratings 400 / ln 10 * theta + offset, for one theta vector or a (rounds, n) stack.
+
+    With `anchor=(index, rating)` that model gets exactly `rating`; otherwise the mean over `rated`
+    models (default: all) is `center`.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    n = theta.shape[-1]
+    rated = np.ones(n, dtype=bool) if rated is None else rated
+    w = elo_weights(n, None if anchor is None else anchor[0], rated)
+    offset = center if anchor is None else anchor[1]
+    ref = theta @ w
+    return ELO_PER_UNIT * (theta - np.asarray(ref)[..., None]) + offset
+
+
+def normal_intervals(
+    rating: NDArray[np.float64], variance: NDArray[np.float64], level: float = 0.95
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """rating -/+ z * sd, with z the normal quantile for a two-sided `level` interval (1.96 for
+    95%)."""
+    z = float(ndtri(0.5 + level / 2.0))
+    half = z * np.sqrt(np.maximum(variance, 0.0))
+    return rating - half, rating + half
+
+
+def percentile_intervals(
+    samples: NDArray[np.float64], level: float = 0.95
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Percentile bootstrap interval per column of (rounds, n) `samples` (linear interpolation)."""
+    q = np.quantile(samples, [0.5 - level / 2.0, 0.5 + level / 2.0], axis=0)
+    return q[0], q[1]
+
+
+def rank_upper_bound(lower: NDArray[np.float64], upper: NDArray[np.float64]) -> NDArray[np.int64]:
+    """1 + the number of models whose lower bound is above this model's upper bound.
+
+    Models whose bounds are NaN (no battles) get 0, meaning unranked, and do not count for the
+    others.
+    """
+    lo = np.sort(lower[np.isfinite(lower)])
+    up = np.asarray(upper, dtype=np.float64)
+    above = lo.size - np.searchsorted(lo, np.where(np.isfinite(up), up, 0.0), side="right")
+    return np.where(np.isfinite(up), 1 + above, 0).astype(np.int64)
+
+
+def predicted_win_rate_matrix(rating: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(n, n) matrix of P(row model beats column model) = 1 / (1 + 10^((r_col - r_row) / 400))."""
+    r = np.asarray(rating, dtype=np.float64)
+    return 1.0 / (1.0 + np.power(10.0, (r[None, :] - r[:, None]) / 400.0))
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Ratings of n models (index order), with intervals at `level` and upper-bound ranks.
+
+    Models without battles have NaN rating and bounds and rank_ub 0.
+    `covariance` is the Elo-scale covariance of the ratings (sandwich) and `samples` the Elo-scale
+    bootstrap ratings (rounds, n); only the one matching `ci` is set. For style control, `coef`
+    holds the style coefficients (log-odds per standard deviation of each covariate) with their
+    interval.
+    """
+
+    rating: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    rank_ub: NDArray[np.int64]
+    battles: NDArray[np.int64]
+    ci: str
+    level: float
+    fit: BTFit | StyleFit
+    covariance: NDArray[np.float64] | None = None
+    samples: NDArray[np.float64] | None = None
+    coef: NDArray[np.float64] | None = None
+    coef_lower: NDArray[np.float64] | None = None
+    coef_upper: NDArray[np.float64] | None = None
+
+    def order(self) -> NDArray[np.int64]:
+        """Model indices from the highest rating down (unrated models last)."""
+        key = np.where(np.isfinite(self.rating), -self.rating, np.inf)
+        return np.argsort(key, kind="stable")
+
+
+def _check_options(ci: str, rng: np.random.Generator | None, level: float, rounds: int) -> None:
+    if ci not in CI_METHODS:
+        raise ValueError(f"ci must be one of {CI_METHODS}, got {ci!r}")
+    if ci == "bootstrap":
+        if rng is None:
+            raise ValueError("ci='bootstrap' needs an explicit rng (np.random.Generator)")
+        if rounds < 2:
+            raise ValueError("the bootstrap needs at least 2 rounds")
+    if not 0 < level < 1:
+        raise ValueError("level must lie strictly between 0 and 1")
+
+
+def _check_anchor(anchor: tuple[int, float] | None, battles: NDArray[np.int64]) -> None:
+    if anchor is None:
+        return
+    idx, rating = anchor
+    if not 0 <= idx < battles.size:
+        raise ValueError(f"anchor model index {idx} is not in [0, {battles.size})")
+    if battles[idx] == 0:
+        raise ValueError(f"anchor model {idx} has no battles")
+    if not math.isfinite(rating):
+        raise ValueError("anchor rating must be finite")
+
+
+def _warn_if_disconnected(
+    i: NDArray[np.int64], j: NDArray[np.int64], rated: NDArray[np.bool_]
+) -> None:
+    n = rated.size
+    graph = csr_matrix((np.ones(i.size), (i, j)), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    if np.unique(labels[rated]).size > 1:
+        warnings.warn(
+            "the models fall into groups that never played each other; ratings across groups are "
+            "set only by the prior and their intervals do not cover that gap",
+            stacklevel=3,
+        )
+
+
+def _finish(
+    theta: NDArray[np.float64],
+    cov_theta: NDArray[np.float64] | None,
+    samples_theta: NDArray[np.float64] | None,
+    battles: NDArray[np.int64],
+    anchor: tuple[int, float] | None,
+    center: float,
+    ci: str,
+    level: float,
+    fit: BTFit | StyleFit,
+) -> Leaderboard:
+    n = theta.size
+    rated = battles > 0
+    rating = to_elo(theta, anchor, center, rated)
+    covariance = samples = None
+    if cov_theta is not None:
+        w = elo_weights(n, None if anchor is None else anchor[0], rated)
+        a = np.eye(n) - w[None, :]  # row i: e_i - w, so rating_i - offset = ELO * (a @ theta)_i
+        covariance = ELO_PER_UNIT**2 * (a @ cov_theta @ a.T)
+        lower, upper = normal_intervals(rating, np.diag(covariance).copy(), level)
+    else:
+        assert samples_theta is not None
+        samples = to_elo(samples_theta, anchor, center, rated)
+        lower, upper = percentile_intervals(samples, level)
+    for arr in (rating, lower, upper):
+        arr[~rated] = np.nan
+    return Leaderboard(
+        rating,
+        lower,
+        upper,
+        rank_upper_bound(lower, upper),
+        battles,
+        ci,
+        level,
+        fit,
+        covariance,
+        samples,
+    )
+
+
+def rate_pairs(
+    pc: PairCounts,
+    anchor: tuple[int, float] | None = None,
+    center: float = 1000.0,
+    ci: str = "sandwich",
+    rounds: int = 1000,
+    rng: np.random.Generator | None = None,
+    ties: Ties = "half",
+    prior: float = 1.0,
+    reweight: bool = False,
+    level: float = 0.95,
+    workers: int | None = None,
+) -> Leaderboard:
+    """Bradley–Terry leaderboard from grouped pair counts.
+
+    `anchor=(model index, rating)` pins one model; otherwise ratings average `center`. `ci` is
+    "sandwich" (default) or "bootstrap" (`rounds` rounds drawn with `rng`, on `workers` threads).
+    `reweight` weights each battle by 1 / max(pair battles, 50).
+    """
+    _check_options(ci, rng, level, rounds)
+    battles = pc.battles_per_model()
+    _check_anchor(anchor, battles)
+    if reweight:
+        pc = reweight_pair_counts(pc)
+    _warn_if_disconnected(pc.i, pc.j, battles > 0)
+    fit = bt_pairwise(pc, ties=ties, prior=prior)
+    n = pc.n_models
+    if ci == "sandwich":
+        cov = sandwich_pairwise(pc, fit)[:n, :n]
+        return _finish(fit.theta, cov, None, battles, anchor, center, ci, level, fit)
+    assert rng is not None
+    boot = bootstrap_pairwise(pc, rounds, rng, ties=ties, prior=prior, fit=fit, workers=workers)
+    return _finish(fit.theta, None, boot[:, :n], battles, anchor, center, ci, level, fit)
+
+
+def rate_battles(
+    model_a: ArrayLike,
+    model_b: ArrayLike,
+    outcome: ArrayLike,
+    n_models: int | None = None,
+    weights: ArrayLike | None = None,
+    style_a: ArrayLike | None = None,
+    style_b: ArrayLike | None = None,
+    anchor: tuple[int, float] | None = None,
+    center: float = 1000.0,
+    ci: str = "sandwich",
+    rounds: int = 1000,
+    rng: np.random.Generator | None = None,
+    ties: Ties = "half",
+    prior: float = 1.0,
+    penalty: float = 0.5,
+    reweight: bool = False,
+    level: float = 0.95,
+    workers: int | None = None,
+) -> Leaderboard:
+    """Leaderboard from battles given as arrays.
+
+    `model_a`, `model_b`: model indices in [0, n_models); `outcome`: 0 a wins, 1 b wins, 2 tie,
+    3 both bad (see `ratings.battles`). `weights`: optional per-battle weights. With `style_a` and
+    `style_b` ((battles, elements) per-side style counts) the fit is style-controlled (ties as half
+    only), with covariates from `style_features` and L2 `penalty` on their coefficients. Other
+    options as in `rate_pairs`.
+    """
+    _check_options(ci, rng, level, rounds)
+    a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
+    if reweight:
+        rw = inverse_pair_weights(a, b, n)
+        weights = rw if weights is None else rw * np.asarray(weights, dtype=np.float64)
+    if style_a is None and style_b is None:
+        pc = group_battles(a, b, o, n, weights)
+        return rate_pairs(pc, anchor, center, ci, rounds, rng, ties, prior, False, level, workers)
+    if style_a is None or style_b is None:
+        raise ValueError("style control needs both style_a and style_b")
+    if ties != "half":
+        raise ValueError("style control supports ties='half' only")
+    battles = (np.bincount(a, minlength=n) + np.bincount(b, minlength=n)).astype(np.int64)
+    _check_anchor(anchor, battles)
+    _warn_if_disconnected(a, b, battles > 0)
+    data = style_data(a, b, o, style_features(style_a, style_b), n, weights)
+    fit = bt_style(data, prior=prior, penalty=penalty)
+    kept = ~fit.dropped
+    coef_lower = np.zeros(kept.size)
+    coef_upper = np.zeros(kept.size)
+    if ci == "sandwich":
+        cov = sandwich_style(data, fit)
+        lo, up = normal_intervals(fit.coef[kept], np.diag(cov)[n:], level)
+        board = _finish(fit.theta, cov[:n, :n], None, battles, anchor, center, ci, level, fit)
+    else:
+        assert rng is not None
+        boot = bootstrap_style(data, rounds, rng, fit=fit, workers=workers)
+        lo, up = percentile_intervals(boot[:, n:], level)
+        board = _finish(fit.theta, None, boot[:, :n], battles, anchor, center, ci, level, fit)
+    coef_lower[kept], coef_upper[kept] = lo, up
+    return Leaderboard(
+        board.rating,
+        board.lower,
+        board.upper,
+        board.rank_ub,
+        board.battles,
+        ci,
+        level,
+        fit,
+        board.covariance,
+        board.samples,
+        fit.coef.copy(),
+        coef_lower,
+        coef_upper,
+    )

@@ -1,0 +1,341 @@
+"""Style control: Bradley–Terry with per-battle style covariates.
+
+Following LMSYS's style control (Chiang et al., "Does style matter? Disentangling style and
+substance in Chatbot Arena", blog, Aug 2024; FastChat `rating_systems.py`), a battle's log-odds are
+
+    theta_a - theta_b + x . beta
+
+where x holds one covariate per style element. Each covariate is (a - b) / (a + b + 1) of the two
+answers' counts (length in tokens, markdown headers, list items, bold spans), then z-scored over the
+battles. The style-adjusted rating of a model is its theta: its strength when both answers have the
+same (average) style. Ties count as half a win. The coefficients carry an L2 penalty penalty/2 *
+|beta|^2 on the summed log-likelihood (default 0.5, FastChat's `reg=0.5`); the strengths carry the
+same virtual-tie prior as `bt_pairwise`. A covariate with zero variance carries no information: it
+is dropped (coefficient 0, flagged in `StyleFit.dropped`) instead of turning the z-score into 0/0,
+which makes the reference code return 1000 for every model.
+
+Battles cannot be grouped here (each has its own covariates), so the fit works on the battles
+directly, with the same Newton / sandwich / chord-bootstrap machinery as the grouped fit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.sparse import csr_matrix
+from scipy.special import expit
+
+from .battles import _check_battles
+from .bt import _prior_terms, laplacian, newton_maximize
+from .uncertainty import _inverse, apply_chord, chord_matrix, chord_status, run_chunks
+
+# Score of outcome codes a wins, b wins, tie, both bad.
+_SCORE = np.array([1.0, 0.0, 0.5, 0.5])
+STYLE_ELEMENTS: tuple[str, ...] = ("length", "headers", "lists", "bold")
+# Chord iterations before a bootstrap round falls back to a full Newton refit.
+_MAX_CHORD = 40
+_CHUNK = 4
+
+
+def style_features(style_a: ArrayLike, style_b: ArrayLike) -> NDArray[np.float64]:
+    """Style covariates from per-side counts: (a - b) / (a + b + 1), then z-scored per column.
+
+    `style_a` and `style_b` are (battles, elements) arrays of non-negative counts (e.g. length,
+    headers, list items, bold spans of each answer). A column with zero variance becomes all zeros.
+    """
+    sa = np.asarray(style_a, dtype=np.float64)
+    sb = np.asarray(style_b, dtype=np.float64)
+    if sa.ndim == 1:
+        sa, sb = sa[:, None], sb.reshape(-1, 1)
+    if sa.shape != sb.shape or sa.ndim != 2:
+        raise ValueError("style_a and style_b must be (battles, elements) arrays of the same shape")
+    if not (np.all(np.isfinite(sa)) and np.all(np.isfinite(sb))):
+        raise ValueError("style counts must be finite")
+    if np.any(sa < 0) or np.any(sb < 0):
+        raise ValueError("style counts must be non-negative")
+    x = (sa - sb) / (sa + sb + 1.0)
+    mean = x.mean(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    std = x.std(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    return (x - mean) / np.where(std > 0, std, 1.0)
+
+
+@dataclass(frozen=True)
+class StyleFit:
+    """A fitted style-controlled Bradley–Terry model (natural units).
+
+    `coef` has one entry per covariate column (0 for dropped columns); `dropped` flags the columns
+    with zero variance that were left out.
+    """
+
+    theta: NDArray[np.float64]
+    coef: NDArray[np.float64]
+    dropped: NDArray[np.bool_]
+    prior: float
+    penalty: float
+    loglik: float
+    iterations: int
+
+    @property
+    def params(self) -> NDArray[np.float64]:
+        """theta followed by the coefficients of the kept columns: what the covariances refer to."""
+        return np.concatenate([self.theta, self.coef[~self.dropped]])
+
+
+@dataclass(frozen=True)
+class StyleData:
+    """Battles prepared for the style fit.
+
+    `xt` holds the kept covariates transposed, (covariates, battles), so that every product with it
+    is a contiguous pass that numpy's einsum does without BLAS (see `uncertainty.apply_chord`).
+    """
+
+    a: NDArray[np.int64]
+    b: NDArray[np.int64]
+    y: NDArray[np.float64]
+    xt: NDArray[np.float64]
+    weight: NDArray[np.float64]
+    n_models: int
+    dropped: NDArray[np.bool_]
+
+    @property
+    def n_battles(self) -> int:
+        return int(self.a.size)
+
+    @property
+    def n_coef(self) -> int:
+        return int(self.xt.shape[0])
+
+
+def incidence(a: NDArray[np.int64], b: NDArray[np.int64], n: int) -> csr_matrix:
+    """(battles x models) sparse matrix, +1 at model_a and -1 at model_b, built in O(battles)."""
+    m = a.size
+    indices = np.column_stack([a, b]).reshape(-1)
+    data = np.tile([1.0, -1.0], m)
+    return csr_matrix((data, indices, np.arange(0, 2 * m + 1, 2)), shape=(m, n))
+
+
+def _softplus(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log(1 + e^z) without overflow."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def style_data(
+    model_a: ArrayLike,
+    model_b: ArrayLike,
+    outcome: ArrayLike,
+    features: ArrayLike,
+    n_models: int | None = None,
+    weights: ArrayLike | None = None,
+) -> StyleData:
+    """Validate battles and covariates; drop covariate columns with zero variance (and warn)."""
+    a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] != a.size:
+        raise ValueError("features must be a (battles, covariates) array")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features must be finite")
+    w = np.ones(a.size) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != a.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite, non-negative and one per battle")
+    dropped = np.ptp(x, axis=0) == 0 if a.size else np.ones(x.shape[1], dtype=bool)
+    if np.any(dropped):
+        warnings.warn(
+            f"style covariate column(s) {np.flatnonzero(dropped).tolist()} have zero variance and "
+            "are dropped (coefficient 0)",
+            stacklevel=2,
+        )
+    return StyleData(a, b, _SCORE[o], np.ascontiguousarray(x[:, ~dropped].T), w, n, dropped)
+
+
+# --------------------------------------------------------------------------------------------------
+# Objective, score, information. params = (theta, beta over kept columns).
+
+
+def _split(params: NDArray, data: StyleData) -> tuple[NDArray, NDArray]:
+    n = data.n_models
+    params = np.asarray(params, dtype=np.float64)
+    if params.shape != (n + data.n_coef,):
+        raise ValueError(f"params must have length {n + data.n_coef}")
+    return params[:n], params[n:]
+
+
+def _logits(theta: NDArray, beta: NDArray, data: StyleData) -> NDArray[np.float64]:
+    return theta[data.a] - theta[data.b] + np.einsum("fn,f->n", data.xt, beta)
+
+
+def style_loglik(
+    params: NDArray, data: StyleData, prior: float = 1.0, penalty: float = 0.5
+) -> float:
+    """Penalized log-likelihood of the style model."""
+    theta, beta = _split(params, data)
+    z = _logits(theta, beta, data)
+    # y log sigma(z) + (1 - y) log sigma(-z) = y z - log(1 + e^z)
+    ll = float(np.sum(data.weight * (data.y * z - _softplus(z))))
+    return ll + _prior_terms(theta, prior)[0] - 0.5 * penalty * float(beta @ beta)
+
+
+def style_score(
+    params: NDArray, data: StyleData, prior: float = 1.0, penalty: float = 0.5
+) -> NDArray:
+    """Gradient of `style_loglik`."""
+    theta, beta = _split(params, data)
+    r = data.weight * (data.y - expit(_logits(theta, beta, data)))
+    n = data.n_models
+    g_theta = np.bincount(data.a, r, n) - np.bincount(data.b, r, n) + _prior_terms(theta, prior)[1]
+    return np.concatenate([g_theta, np.einsum("fn,n->f", data.xt, r) - penalty * beta])
+
+
+def _block(v: NDArray, data: StyleData, diag: NDArray, extra: NDArray) -> NDArray[np.float64]:
+    """Symmetric matrix sum_k v_k z_k z_k^T with z_k = (e_a - e_b, x_k), plus diagonal terms."""
+    n, f = data.n_models, data.n_coef
+    out = np.empty((n + f, n + f))
+    out[:n, :n] = laplacian(data.a, data.b, v, n)
+    out[np.diag_indices(n)] += diag
+    vxt = data.xt * v
+    for col in range(f):
+        cross = np.bincount(data.a, vxt[col], n) - np.bincount(data.b, vxt[col], n)
+        out[:n, n + col] = cross
+        out[n + col, :n] = cross
+    out[n:, n:] = np.einsum("fn,gn->fg", vxt, data.xt) + np.diag(extra)
+    return out
+
+
+def _information(params: NDArray, data: StyleData, prior: float, penalty: float) -> NDArray:
+    theta, beta = _split(params, data)
+    p = expit(_logits(theta, beta, data))
+    f = data.n_coef
+    return _block(
+        data.weight * p * (1.0 - p), data, _prior_terms(theta, prior)[2], np.full(f, penalty)
+    )
+
+
+def style_hessian(
+    params: NDArray, data: StyleData, prior: float = 1.0, penalty: float = 0.5
+) -> NDArray[np.float64]:
+    """Hessian of `style_loglik` (negative definite)."""
+    return -_information(params, data, prior, penalty)
+
+
+def bt_style(
+    data: StyleData,
+    prior: float = 1.0,
+    penalty: float = 0.5,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    init: NDArray[np.float64] | None = None,
+) -> StyleFit:
+    """Fit the style-controlled Bradley–Terry model by Newton's method with a line search."""
+    if prior <= 0:
+        raise ValueError("style control needs prior > 0")
+    if penalty < 0:
+        raise ValueError("penalty must be non-negative")
+    n, f = data.n_models, data.n_coef
+    params = np.zeros(n + f) if init is None else np.array(init, dtype=np.float64)
+    params, obj, iterations = newton_maximize(
+        lambda p: style_loglik(p, data, prior, penalty),
+        lambda p: style_score(p, data, prior, penalty),
+        lambda p: _information(p, data, prior, penalty),
+        params,
+        n,
+        prior,
+        tol,
+        max_iter,
+    )
+    coef = np.zeros(data.dropped.size)
+    coef[~data.dropped] = params[n:]
+    return StyleFit(params[:n].copy(), coef, data.dropped, prior, penalty, obj, iterations)
+
+
+def sandwich_style(data: StyleData, fit: StyleFit) -> NDArray[np.float64]:
+    """Robust covariance H^-1 G H^-1 of `fit.params` (strengths, then kept coefficients)."""
+    params = fit.params
+    theta, beta = _split(params, data)
+    p = expit(_logits(theta, beta, data))
+    f = data.n_coef
+    h = _information(params, data, fit.prior, fit.penalty)
+    r2 = (data.weight * (data.y - p)) ** 2
+    g = _block(r2, data, np.zeros(data.n_models), np.zeros(f))
+    hi = _inverse(h, data.n_models + f, 1.0)
+    cov = hi @ g @ hi
+    return 0.5 * (cov + cov.T)
+
+
+def bootstrap_style(
+    data: StyleData,
+    rounds: int,
+    rng: np.random.Generator,
+    fit: StyleFit | None = None,
+    prior: float = 1.0,
+    penalty: float = 0.5,
+    workers: int | None = None,
+    tol: float = 1e-8,
+) -> NDArray[np.float64]:
+    """Bootstrap refits of the style model; returns (rounds, len(params)) natural-unit parameters.
+
+    Each round draws the battles with replacement (N uniform indices, an exact multinomial) and
+    refits by chord iteration from the full-data estimate with the full-data Hessian inverse,
+    restricted to the battles drawn at least once; a round that does not settle is refitted by full
+    Newton. Threads as in `bootstrap_pairwise`; results depend on `rng` only.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    if fit is None:
+        fit = bt_style(data, prior=prior, penalty=penalty)
+    prior, penalty = fit.prior, fit.penalty
+    n, f, m = data.n_models, data.n_coef, data.n_battles
+    params0 = fit.params
+    h_inv = chord_matrix(_information(params0, data, prior, penalty), n, prior)
+    wy = data.weight * data.y
+
+    def one_round(
+        count: NDArray[np.int64],
+    ) -> tuple[NDArray[np.float64], bool]:
+        keep = np.flatnonzero(count)
+        c = count[keep].astype(np.float64)
+        cw = c * data.weight[keep]
+        cwy = c * wy[keep]
+        sub = incidence(data.a[keep], data.b[keep], n)
+        sub_t = sub.T  # CSC view: products with it need no conversion
+        xt = data.xt[:, keep]
+        params = params0.copy()
+        last = np.inf
+        for _ in range(_MAX_CHORD):
+            theta, beta = params[:n], params[n:]
+            z = sub @ theta + np.einsum("fn,f->n", xt, beta)
+            resid = cwy - cw * expit(z)
+            grad = np.concatenate(
+                [
+                    sub_t @ resid + _prior_terms(theta, prior)[1],
+                    np.einsum("fn,n->f", xt, resid) - penalty * beta,
+                ]
+            )
+            step = apply_chord(h_inv, grad)
+            size = float(np.max(np.abs(step)))
+            conv, grows = chord_status(np.array([size]), np.array([last]), tol)
+            if grows[0]:
+                return params, False
+            params = params + step
+            last = size
+            if conv[0]:
+                return params, True
+        return params, False
+
+    def task(start: int, stop: int, r: np.random.Generator) -> NDArray[np.float64]:
+        out = np.empty((stop - start, n + f))
+        for k in range(stop - start):
+            count = np.bincount(r.integers(0, m, size=m), minlength=m)
+            params, ok = one_round(count)
+            if not ok:
+                boot = StyleData(
+                    data.a, data.b, data.y, data.xt, data.weight * count, n, data.dropped
+                )
+                params = bt_style(boot, prior, penalty, tol=tol, init=params0).params
+            out[k] = params
+        return out
+
+    return run_chunks(task, rounds, rng, workers, chunk=_CHUNK)
