@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from arena import db
+from arena.app import create_app
+from arena.config import Settings
 from arena.demo_models import create_demo_app
-from tests.servers import serve
+from tests.servers import Recorder, free_port, recording_proxy, serve, write_config
 
 PG_ADMIN_URL = os.environ.get(
     "ARENA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -87,3 +89,26 @@ def slow_demo_url() -> Iterator[str]:
     """The demo model server with a visible delay per token."""
     with serve(create_demo_app(latency=0.3, tokens_per_second=20), "/health") as url:
         yield url
+
+
+@pytest.fixture
+def arena_server(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+    """Start an arena for a registry; yield (proxy URL, recorder, database URL)."""
+    started = []
+
+    def start(data: dict) -> tuple[str, Recorder]:
+        settings = Settings(
+            config_path=write_config(tmp_path, data), database_url=sqlite_url, port=free_port()
+        )
+        app = create_app(settings)
+        ctx = serve(app.asgi, "/api/health")
+        url = ctx.__enter__()
+        started.append(ctx)
+        recorder = Recorder()
+        proxy = serve(recording_proxy(url, recorder), "/api/health")
+        started.append(proxy)
+        return proxy.__enter__(), recorder
+
+    yield start
+    for ctx in reversed(started):
+        ctx.__exit__(None, None, None)

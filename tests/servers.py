@@ -5,12 +5,19 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 
 def free_port() -> int:
@@ -72,3 +79,75 @@ def demo_config_data(
             for name, model_id in models.items()
         ],
     }
+
+
+@dataclass
+class Recorder:
+    chunks: list[bytes] = field(default_factory=list)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+def recording_proxy(target: str, recorder: Recorder) -> Starlette:
+    client = httpx.AsyncClient(base_url=target, timeout=None)
+
+    async def forward(request: Request) -> StreamingResponse:
+        upstream = await client.send(
+            client.build_request(
+                request.method,
+                request.url.path,
+                params=request.query_params,
+                headers=[(k, v) for k, v in request.headers.raw if k.lower() != b"host"],
+                content=await request.body(),
+            ),
+            stream=True,
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            # Decoded bytes: what a browser reads once gzip is undone.
+            async for chunk in upstream.aiter_bytes():
+                recorder.chunks.append(chunk)
+                yield chunk
+
+        headers = {
+            k: v
+            for k, v in upstream.headers.items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
+        }
+        return StreamingResponse(
+            body(),
+            status_code=upstream.status_code,
+            headers=headers,
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
+    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
+
+
+def write_config(tmp_path: Path, data: dict) -> Path:
+    lines = [
+        "[arena]",
+        'title = "Test Arena"',
+        "demo = true",
+        "max_turns = 2",
+        "",
+        "[timeouts]",
+        "connect = 2",
+        "first_token = 10",
+        "between_tokens = 10",
+        "total = 30",
+    ]
+    for m in data["models"]:
+        ep = m["endpoints"][0]
+        lines += [
+            "",
+            "[[models]]",
+            f'name = "{m["name"]}"',
+            'organization = "Arena demo"',
+            f'endpoints = [{{ base_url = "{ep["base_url"]}", model = "{ep["model"]}" }}]',
+        ]
+    path = tmp_path / "arena.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

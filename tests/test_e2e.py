@@ -7,118 +7,14 @@ absent from every response before the vote" is checked on the wire, not on objec
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from gradio_client import Client
-from starlette.applications import Starlette
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
 from arena import db
-from arena.app import create_app
-from arena.config import Settings
-from tests.servers import DEMO_MODELS, demo_config_data, free_port, serve
-
-
-@dataclass
-class Recorder:
-    chunks: list[bytes] = field(default_factory=list)
-
-    def text(self) -> str:
-        return b"".join(self.chunks).decode("utf-8", "replace")
-
-
-def recording_proxy(target: str, recorder: Recorder) -> Starlette:
-    client = httpx.AsyncClient(base_url=target, timeout=None)
-
-    async def forward(request: Request) -> StreamingResponse:
-        upstream = await client.send(
-            client.build_request(
-                request.method,
-                request.url.path,
-                params=request.query_params,
-                headers=[(k, v) for k, v in request.headers.raw if k.lower() != b"host"],
-                content=await request.body(),
-            ),
-            stream=True,
-        )
-
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in upstream.aiter_raw():
-                recorder.chunks.append(chunk)
-                yield chunk
-
-        headers = {
-            k: v
-            for k, v in upstream.headers.items()
-            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
-        }
-        return StreamingResponse(
-            body(),
-            status_code=upstream.status_code,
-            headers=headers,
-            background=BackgroundTask(upstream.aclose),
-        )
-
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
-    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
-
-
-def write_config(tmp_path: Path, data: dict) -> Path:
-    lines = [
-        "[arena]",
-        'title = "Test Arena"',
-        "demo = true",
-        "max_turns = 2",
-        "",
-        "[timeouts]",
-        "connect = 2",
-        "first_token = 10",
-        "between_tokens = 10",
-        "total = 30",
-    ]
-    for m in data["models"]:
-        ep = m["endpoints"][0]
-        lines += [
-            "",
-            "[[models]]",
-            f'name = "{m["name"]}"',
-            'organization = "Arena demo"',
-            f'endpoints = [{{ base_url = "{ep["base_url"]}", model = "{ep["model"]}" }}]',
-        ]
-    path = tmp_path / "arena.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture
-def arena_server(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
-    """Start an arena for a registry; yield (proxy URL, recorder, database URL)."""
-    started = []
-
-    def start(data: dict) -> tuple[str, Recorder]:
-        settings = Settings(
-            config_path=write_config(tmp_path, data), database_url=sqlite_url, port=free_port()
-        )
-        app = create_app(settings)
-        ctx = serve(app.asgi, "/api/health")
-        url = ctx.__enter__()
-        started.append(ctx)
-        recorder = Recorder()
-        proxy = serve(recording_proxy(url, recorder), "/api/health")
-        started.append(proxy)
-        return proxy.__enter__(), recorder
-
-    yield start
-    for ctx in reversed(started):
-        ctx.__exit__(None, None, None)
+from tests.servers import DEMO_MODELS, demo_config_data, free_port
 
 
 def votes(database_url: str) -> list[tuple[str, str]]:
@@ -162,6 +58,7 @@ def test_full_battle(arena_server, demo_registry: dict, sqlite_url: str) -> None
 
     before = recorder.text() + page
     assert answer_a[:40] in before  # the recorder saw the answers stream by
+    assert "Two anonymous models answer" in recorder.text()  # and the client's page config
     for name in names:
         assert name not in before, f"{name} leaked before the vote"
     assert votes(sqlite_url) == []

@@ -1,0 +1,80 @@
+"""UI promises in a real browser: headless Chromium driven by Playwright.
+
+Skips where Chromium is not installed (Debian package `chromium`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import DEMO_MODELS, demo_config_data
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+
+
+@pytest.fixture
+def page() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def test_battle_in_browser(arena_server, slow_demo_url: str, page) -> None:  # type: ignore[no-untyped-def]
+    # Two reasoning models on the slow server, so the thinking indicator is on screen.
+    registry = demo_config_data(slow_demo_url, {"r-one": "reasoner", "r-two": "reasoner"})
+    url, recorder = arena_server(registry)
+    page.goto(url + "/")
+    assert page.locator("#vote-a").count() == 0 or not page.locator("#vote-a").is_visible()
+    page.locator("#prompt textarea").fill("Why do leaves change colour?")
+    page.locator("#prompt textarea").press("Enter")  # Enter submits like Send
+    page.get_by_text("Thinking…").first.wait_for(timeout=20_000)
+    assert not page.locator("#vote-a").is_visible()  # no vote while answering
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+    for button in ("#vote-b", "#vote-tie", "#vote-both-bad"):
+        assert page.locator(button).is_visible()
+    body = page.locator("body").inner_text()
+    assert "Thought for" in body and "The user asks" not in body  # reasoning text withheld
+    for name in ("r-one", "r-two"):
+        assert name not in body and name not in recorder.text()
+
+    page.locator("#vote-tie").click()
+    reveal = page.locator("#reveal")
+    reveal.get_by_text("Your vote: Tie").wait_for(timeout=20_000)
+    assert "r-one" in reveal.inner_text() and "r-two" in reveal.inner_text()
+    assert not page.locator("#vote-a").is_visible()
+    # Reasoning arrives collapsed: its title shows, its text opens on a click.
+    title = page.get_by_text("Reasoning ·").first
+    title.wait_for(timeout=10_000)
+    assert not page.get_by_text("The user asks").first.is_visible()
+    title.click()
+    page.get_by_text("The user asks").first.wait_for(state="visible", timeout=10_000)
+
+    page.locator("#new-battle").click()
+    reveal.wait_for(state="hidden", timeout=10_000)
+    assert page.locator("#prompt textarea").is_enabled()
+
+
+def test_unused_models_stay_hidden(arena_server, demo_url: str, page) -> None:  # type: ignore[no-untyped-def]
+    url, recorder = arena_server(demo_config_data(demo_url, DEMO_MODELS))
+    page.goto(url + "/")
+    page.locator("#prompt textarea").fill("hello")
+    page.locator("#send").click()
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+    html = page.content()
+    for name in DEMO_MODELS:
+        assert name not in html and name not in recorder.text()
