@@ -363,6 +363,10 @@ class BattleService:
             reasoning=reasoning,
         )
 
-    async def abandon(self, battle_id: str) -> None:
+    def abandon_now(self, battle_id: str) -> None:
+        """Close an unvoted battle (blocking); a voted one is left as it is."""
         with contextlib.suppress(BattleNotFound):
-            await asyncio.to_thread(self.store.abandon, battle_id)
+            self.store.abandon(battle_id)
+
+    async def abandon(self, battle_id: str) -> None:
+        await asyncio.to_thread(self.abandon_now, battle_id)

@@ -160,7 +160,13 @@ def build(app: App) -> gr.Blocks:
                 "`arena demo-models`, not real language models.",
                 elem_classes=["arena-demo-banner"],
             )
-        session = gr.State(Session())
+        def closed(left: Session) -> None:
+            # Gradio drops a closed tab's state after a grace period; an unvoted battle
+            # left behind is marked abandoned so it is not counted as pending forever.
+            if left.battle_id and left.reveal is None:
+                battles.abandon_now(left.battle_id)
+
+        session = gr.State(Session(), delete_callback=closed)
         with gr.Row(equal_height=True):
             chat_a = gr.Chatbot(
                 label="Model A",

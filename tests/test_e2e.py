@@ -110,3 +110,20 @@ def test_sessions_are_isolated(arena_server, demo_registry: dict, sqlite_url: st
         second.predict(api_name="/vote_a")  # another browser cannot vote on first's battle
     first.predict(api_name="/vote_b")
     assert [o for _, o in votes(sqlite_url)] == ["b"]
+
+
+def test_new_battle_abandons_unvoted(arena_server, demo_registry: dict, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    url, _ = arena_server(demo_registry)
+    c = client(url)
+    last_outputs(c, "first")
+    chat_a, chat_b, _, status, _ = c.predict(api_name="/new_battle")
+    assert chat_a == [] and chat_b == [] and status == ""
+    engine = db.make_engine(sqlite_url)
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.select(db.battles.c.status)).scalars().all()
+    assert statuses == ["abandoned"]
+    with pytest.raises(Exception, match="no battle"):
+        c.predict(api_name="/vote_a")
+    last_outputs(c, "second")  # and a fresh battle can start
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.battles)).scalar() == 2
