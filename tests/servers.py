@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ class Recorder:
 
 
 def recording_proxy(target: str, recorder: Recorder) -> Starlette:
-    client = httpx.AsyncClient(base_url=target, timeout=None)
+    # A proxy must not keep cookies of its own: each browser brings and receives its own.
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    client = httpx.AsyncClient(base_url=target, timeout=None, cookies=no_cookies)
 
     async def forward(request: Request) -> StreamingResponse:
         upstream = await client.send(

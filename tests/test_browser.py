@@ -9,7 +9,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
+from arena import db
 from tests.servers import DEMO_MODELS, demo_config_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +36,7 @@ def page() -> Iterator[object]:
         browser.close()
 
 
-def test_battle_in_browser(arena_server, slow_demo_url: str, page) -> None:  # type: ignore[no-untyped-def]
+def test_battle_in_browser(arena_server, slow_demo_url: str, sqlite_url: str, page) -> None:  # type: ignore[no-untyped-def]
     # Two reasoning models on the slow server, so the thinking indicator is on screen.
     registry = demo_config_data(slow_demo_url, {"r-one": "reasoner", "r-two": "reasoner"})
     url, recorder = arena_server(registry)
@@ -63,6 +65,15 @@ def test_battle_in_browser(arena_server, slow_demo_url: str, page) -> None:  # t
     assert not page.get_by_text("The user asks").first.is_visible()
     title.click()
     page.get_by_text("The user asks").first.wait_for(state="visible", timeout=10_000)
+
+    # The browser's voter id is the anonymous cookie, not a per-tab session id.
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "arena_voter")
+    engine = db.make_engine(sqlite_url)
+    with engine.connect() as conn:
+        voter_id, ip_hash = conn.execute(sa.select(db.voters.c.id, db.voters.c.ip_hash)).one()
+        outcome = conn.execute(sa.select(db.votes.c.outcome)).scalar_one()
+    assert (voter_id, outcome) == (cookie, "tie")
+    assert ip_hash and "127.0.0.1" not in ip_hash
 
     page.locator("#new-battle").click()
     reveal.wait_for(state="hidden", timeout=10_000)
