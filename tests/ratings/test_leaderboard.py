@@ -1,0 +1,148 @@
+"""Elo scale, anchoring, intervals, upper-bound ranks and the `rate_battles` entry point."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from ratings import (
+    ELO_PER_UNIT,
+    group_battles,
+    inverse_pair_weights,
+    normal_intervals,
+    predicted_win_rate_matrix,
+    rank_upper_bound,
+    rate_battles,
+    rate_pairs,
+    to_elo,
+)
+from ratings.simulate import simulate_battles
+
+
+def battles(seed: int = 0, n: int = 6, m: int = 4000):
+    rng = np.random.default_rng(seed)
+    return simulate_battles(rng.normal(0, 0.8, n), m, rng, 0.3)
+
+
+def test_rank_upper_bound_counts_models_surely_better() -> None:
+    lower = np.array([10.0, 8.0, 4.0, 1.0, np.nan])
+    upper = np.array([12.0, 11.0, 9.0, 3.0, np.nan])
+    # Model 2 (upper 9) is surely below model 0 (lower 10) only; model 3 below 0, 1 and 2.
+    np.testing.assert_array_equal(rank_upper_bound(lower, upper), [1, 1, 2, 4, 0])
+    # Ties in bounds do not count as surely better.
+    np.testing.assert_array_equal(
+        rank_upper_bound(np.array([5.0, 1.0]), np.array([6.0, 5.0])), [1, 1]
+    )
+
+
+def test_elo_scale_anchor_and_centre() -> None:
+    theta = np.array([0.0, math.log(10.0), -1.0])
+    assert math.isclose(ELO_PER_UNIT, 400 / math.log(10))
+    centred = to_elo(theta)
+    assert centred.mean() == pytest.approx(1000.0)
+    assert centred[1] - centred[0] == pytest.approx(400.0)  # a factor 10 in odds is 400 Elo
+    anchored = to_elo(theta, anchor=(2, 1114.0))
+    assert anchored[2] == 1114.0
+    np.testing.assert_allclose(anchored - anchored[2], centred - centred[2])
+    stack = to_elo(np.stack([theta, theta + 5.0]), anchor=(0, 1000.0))
+    np.testing.assert_allclose(stack[0], stack[1])
+
+
+def test_normal_intervals_and_predicted_win_rates() -> None:
+    lo, up = normal_intervals(np.array([1000.0]), np.array([4.0]))
+    assert up[0] - 1000.0 == pytest.approx(1.959964 * 2.0, rel=1e-6)
+    assert 1000.0 - lo[0] == pytest.approx(up[0] - 1000.0)
+    p = predicted_win_rate_matrix(np.array([1400.0, 1000.0]))
+    assert p[0, 1] == pytest.approx(10 / 11)
+    np.testing.assert_allclose(p + p.T, 1.0)
+
+
+def test_sandwich_board_is_consistent() -> None:
+    a, b, o = battles()
+    board = rate_battles(a, b, o)
+    assert board.rating.mean() == pytest.approx(1000.0)
+    assert board.covariance is not None and board.samples is None
+    half = 1.959964 * np.sqrt(np.diag(board.covariance))
+    np.testing.assert_allclose(board.upper - board.rating, half, rtol=1e-6)
+    np.testing.assert_allclose(board.rating - board.lower, half, rtol=1e-6)
+    np.testing.assert_array_equal(board.rank_ub, rank_upper_bound(board.lower, board.upper))
+    np.testing.assert_array_equal(
+        board.battles, np.bincount(a, minlength=6) + np.bincount(b, minlength=6)
+    )
+    order = board.order()
+    assert np.all(np.diff(board.rating[order]) <= 0)
+    # The same as grouping first.
+    again = rate_pairs(group_battles(a, b, o))
+    np.testing.assert_array_equal(board.rating, again.rating)
+    np.testing.assert_array_equal(board.upper, again.upper)
+
+
+def test_anchored_board_and_bootstrap_board() -> None:
+    a, b, o = battles(1)
+    board = rate_battles(a, b, o, anchor=(3, 1114.0))
+    assert board.rating[3] == 1114.0
+    assert board.lower[3] == board.upper[3] == 1114.0  # the anchor is fixed by definition
+    boot = rate_battles(
+        a, b, o, anchor=(3, 1114.0), ci="bootstrap", rounds=300, rng=np.random.default_rng(0)
+    )
+    assert boot.samples is not None and boot.samples.shape == (300, 6)
+    np.testing.assert_allclose(boot.samples[:, 3], 1114.0)
+    np.testing.assert_array_equal(boot.rating, board.rating)
+    others = np.arange(6) != 3
+    width_ratio = (boot.upper - boot.lower)[others] / (board.upper - board.lower)[others]
+    np.testing.assert_allclose(width_ratio, 1.0, atol=0.2)
+
+
+def test_models_without_battles_are_unrated() -> None:
+    a, b, o = battles(2, n=4)
+    board = rate_battles(a, b, o, n_models=6)
+    assert np.all(np.isnan(board.rating[4:])) and np.all(np.isnan(board.upper[4:]))
+    np.testing.assert_array_equal(board.rank_ub[4:], 0)
+    np.testing.assert_array_equal(board.battles[4:], 0)
+    assert np.nanmean(board.rating) == pytest.approx(1000.0)
+    np.testing.assert_allclose(board.rating[:4], rate_battles(a, b, o).rating, atol=1e-6)
+    with pytest.raises(ValueError, match="no battles"):
+        rate_battles(a, b, o, n_models=6, anchor=(5, 1000.0))
+
+
+def test_option_errors() -> None:
+    a, b, o = battles(3)
+    with pytest.raises(ValueError, match="explicit rng"):
+        rate_battles(a, b, o, ci="bootstrap")
+    with pytest.raises(ValueError, match="ci must be one of"):
+        rate_battles(a, b, o, ci="fisher")
+    with pytest.raises(ValueError, match="not in"):
+        rate_battles(a, b, o, anchor=(9, 1000.0))
+    with pytest.raises(ValueError, match="level"):
+        rate_battles(a, b, o, level=95)
+
+
+def test_disconnected_groups_are_flagged() -> None:
+    a, b, o = battles(4, n=3, m=300)
+    a2, b2 = np.concatenate([a, a + 3]), np.concatenate([b, b + 3])
+    with pytest.warns(UserWarning, match="never played each other"):
+        rate_battles(a2, b2, np.concatenate([o, o]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rate_battles(a, b, o)
+
+
+def test_reweighting_option() -> None:
+    rng = np.random.default_rng(5)
+    theta = rng.normal(0, 0.8, 5)
+    # A lopsided schedule: pair (0, 1) is played far more often than the rest.
+    a, b, o = simulate_battles(theta, 3000, rng, 0.3)
+    a0, b0, o0 = simulate_battles(
+        theta, 20_000, rng, 0.3, model_a=np.zeros(20_000, int), model_b=np.ones(20_000, int)
+    )
+    a, b, o = np.concatenate([a, a0]), np.concatenate([b, b0]), np.concatenate([o, o0])
+    plain = rate_battles(a, b, o)
+    reweighted = rate_battles(a, b, o, reweight=True)
+    explicit = rate_battles(a, b, o, weights=inverse_pair_weights(a, b))
+    np.testing.assert_allclose(reweighted.rating, explicit.rating, atol=1e-9)
+    assert not np.allclose(reweighted.rating, plain.rating, atol=0.1)
+    # Down-weighting the 20,000 battles of one pair leaves models 0 and 1 less certain.
+    assert np.all((reweighted.upper - reweighted.lower)[:2] > (plain.upper - plain.lower)[:2])
