@@ -32,6 +32,7 @@ from .leaderboard import (
     rate_pairs,
     to_elo,
 )
+from .sampling import Multinomial, PoissonTable, multinomial_counts
 from .style import (
     StyleData,
     StyleFit,
@@ -44,7 +45,7 @@ from .style import (
     style_loglik,
     style_score,
 )
-from .uncertainty import bootstrap_pairwise, fisher_pairwise, multinomial_counts, sandwich_pairwise
+from .uncertainty import bootstrap_pairwise, fisher_pairwise, sandwich_pairwise
 
 __all__ = [
     "A_WINS",
@@ -55,7 +56,9 @@ __all__ = [
     "WINNER_CODES",
     "BTFit",
     "Leaderboard",
+    "Multinomial",
     "PairCounts",
+    "PoissonTable",
     "StyleData",
     "StyleFit",
     "battle_count_matrix",

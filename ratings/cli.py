@@ -17,7 +17,9 @@ import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,21 +77,22 @@ class _Columns:
         model_a: Sequence[str],
         model_b: Sequence[str],
         winner: Sequence[str],
-        first_line: int,
+        lines: Sequence[int],
         style: Sequence[Sequence[str | float]] | None = None,
     ) -> None:
         unknown = set(winner) - WINNER_CODES.keys()
         if unknown:
             bad = next(k for k, w in enumerate(winner) if w in unknown)
             raise InputError(
-                f"{self.source}, line {first_line + bad}: unknown winner {winner[bad]!r}; "
+                f"{self.source}, line {lines[bad]}: unknown winner {winner[bad]!r}; "
                 f"expected one of {', '.join(repr(w) for w in WINNER_CODES)}"
             )
         a, b = self._codes(model_a), self._codes(model_b)
         same = np.flatnonzero(a == b)
         if same.size:
-            line = first_line + int(same[0])
-            raise InputError(f"{self.source}, line {line}: a model cannot battle itself")
+            raise InputError(
+                f"{self.source}, line {lines[int(same[0])]}: a model cannot battle itself"
+            )
         self.a.append(a)
         self.b.append(b)
         self.o.append(np.fromiter(map(WINNER_CODES.__getitem__, winner), np.int64, len(winner)))
@@ -123,12 +126,11 @@ def _style_names() -> list[str]:
     return [name for pair in STYLE_COLUMNS for name in pair]
 
 
-def read_csv(text: Iterable[str], source: str, style: bool) -> Battles:
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None:
+def read_csv(fh: TextIO, source: str, style: bool) -> Battles:
+    header_line = fh.readline()
+    if not header_line.strip():
         raise InputError(f"{source}: the file is empty")
-    header = [h.strip() for h in header]
+    header = [h.strip() for h in next(csv.reader([header_line]))]
     missing = [c for c in BATTLE_COLUMNS if c not in header]
     if missing:
         raise InputError(
@@ -145,36 +147,66 @@ def read_csv(text: Iterable[str], source: str, style: bool) -> Battles:
             )
         wanted += _style_names()
     where = [header.index(c) for c in wanted]
-    width = len(header)
     cols = _Columns(source, style)
+    body = fh.read()
+    if not _read_plain_csv(body, len(header), where, cols):
+        _read_quoted_csv(body, len(header), where, cols)
+    return cols.result()
+
+
+def _read_plain_csv(body: str, width: int, where: list[int], cols: _Columns) -> bool:
+    """Fast path for the common file: no quotes, no blank lines, `width` fields on every line.
+
+    Splits whole chunks of lines at once instead of parsing row by row (about 4x faster on a
+    million battles). Returns False, having read nothing, if the file needs the full CSV parser.
+    """
+    if '"' in body:
+        return False
+    if "\r" in body:
+        body = body.replace("\r\n", "\n")
+    lines = body.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if set(map(str.count, lines, itertools.repeat(","))) - {width - 1}:
+        return False  # blank lines or wrong field counts: let the CSV module report them
+    for start in range(0, len(lines), _CHUNK_ROWS):
+        chunk = lines[start : start + _CHUNK_ROWS]
+        fields = ",".join(chunk).split(",")
+        picked = [fields[k::width] for k in where]
+        numbers = range(start + 2, start + 2 + len(chunk))
+        cols.add(picked[0], picked[1], picked[2], numbers, picked[3:] if cols.style else None)
+    return True
+
+
+def _read_quoted_csv(body: str, width: int, where: list[int], cols: _Columns) -> None:
+    reader = csv.reader(io.StringIO(body, newline=""))
     line = 2
     while True:
         rows = list(itertools.islice(reader, _CHUNK_ROWS))
         if not rows:
             break
-        short = next((k for k, r in enumerate(rows) if len(r) < width), None)
-        if short is not None:
-            if not any(rows[short]):  # a blank line
-                rows = [r for r in rows if any(r)]
-            else:
-                got = len(rows[short])
-                raise InputError(
-                    f"{source}, line {line + short}: expected {width} fields, got {got}"
-                )
-        picked = list(zip(*rows, strict=False)) if rows else []
-        if picked:
-            fields = [picked[k] for k in where]
-            cols.add(fields[0], fields[1], fields[2], line, fields[3:] if style else None)
+        lines: Sequence[int] = range(line, line + len(rows))
         line += len(rows)
-    return cols.result()
+        if set(map(len, rows)) - {width}:
+            # Drop blank lines, keep each row's line number for error messages.
+            kept = [(ln, r) for ln, r in zip(lines, rows, strict=True) if any(r)]
+            bad = next(((ln, r) for ln, r in kept if len(r) != width), None)
+            if bad is not None:
+                raise InputError(
+                    f"{cols.source}, line {bad[0]}: expected {width} fields, got {len(bad[1])}"
+                )
+            lines = [ln for ln, _ in kept]
+            rows = [r for _, r in kept]
+        if rows:
+            picked = [list(map(itemgetter(k), rows)) for k in where]
+            cols.add(picked[0], picked[1], picked[2], lines, picked[3:] if cols.style else None)
 
 
 def read_jsonl(text: Iterable[str], source: str, style: bool) -> Battles:
     cols = _Columns(source, style)
     keys = list(BATTLE_COLUMNS) + (_style_names() if style else [])
     batch: list[list[object]] = [[] for _ in keys]
-    first = 1
-    count = 0
+    lines: list[int] = []
     for lineno, raw in enumerate(text, start=1):
         if not raw.strip():
             continue
@@ -197,19 +229,19 @@ def read_jsonl(text: Iterable[str], source: str, style: bool) -> Battles:
             )
         for col, k in zip(batch, keys, strict=True):
             col.append(obj[k])
-        count += 1
-        if count == _CHUNK_ROWS:
-            _flush(cols, batch, first, style)
+        lines.append(lineno)
+        if len(lines) == _CHUNK_ROWS:
+            _flush(cols, batch, lines, style)
             batch = [[] for _ in keys]
-            first, count = lineno + 1, 0
-    if count:
-        _flush(cols, batch, first, style)
+            lines = []
+    if lines:
+        _flush(cols, batch, lines, style)
     return cols.result()
 
 
-def _flush(cols: _Columns, batch: list[list[object]], first: int, style: bool) -> None:
+def _flush(cols: _Columns, batch: list[list[object]], lines: list[int], style: bool) -> None:
     names = [[str(x) for x in col] for col in batch[:3]]
-    cols.add(names[0], names[1], names[2], first, batch[3:] if style else None)  # type: ignore[arg-type]
+    cols.add(names[0], names[1], names[2], lines, batch[3:] if style else None)  # type: ignore[arg-type]
 
 
 def read_pair_counts(obj: object, source: str) -> tuple[list[str], PairCounts]:

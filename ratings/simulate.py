@@ -98,6 +98,7 @@ def simulate_style_battles(
     rng: np.random.Generator,
     tie_rate: float = 0.2,
     style_spread: float = 0.5,
+    ties: TieProcess = "score",
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray, NDArray]:
     """Battles whose outcome also depends on answer style; style is confounded with the model.
 
@@ -121,5 +122,5 @@ def simulate_style_battles(
 
     sa, sb = answer(a), answer(b)
     x = (sa - sb) / (sa + sb + 1.0)
-    probs = outcome_probabilities(th[a] - th[b] + x @ bt, tie_rate, "score")
+    probs = outcome_probabilities(th[a] - th[b] + x @ bt, tie_rate, ties)
     return a, b, _draw_outcomes(probs, 0.5, rng), sa, sb

@@ -273,7 +273,7 @@ def bootstrap_style(
     prior: float = 1.0,
     penalty: float = 0.5,
     workers: int | None = None,
-    tol: float = 1e-8,
+    tol: float = 1e-7,
 ) -> NDArray[np.float64]:
     """Bootstrap refits of the style model; returns (rounds, len(params)) natural-unit parameters.
 

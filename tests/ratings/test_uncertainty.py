@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -17,11 +14,11 @@ from ratings import (
     bt_score,
     fisher_pairwise,
     group_battles,
-    multinomial_counts,
     pair_counts,
     sandwich_pairwise,
 )
 from ratings.bt import _information, three_columns
+from ratings.sampling import multinomial_counts
 from ratings.simulate import simulate_battles
 
 TIES = ["half", "davidson", "rao-kupper"]
@@ -80,57 +77,6 @@ def test_without_ties_sandwich_and_fisher_agree_with_ties_fisher_is_too_wide() -
     ratio = contrast_sd(fisher_pairwise(pc, fit)) / contrast_sd(sandwich_pairwise(pc, fit))
     # A tie scores 0.5: its variance is below the Bernoulli variance Fisher assumes.
     assert np.all(ratio > 1.1)
-
-
-def multinomial_pmf(x: tuple[int, ...], p: np.ndarray) -> float:
-    n = sum(x)
-    coef = math.factorial(n) / math.prod(math.factorial(k) for k in x)
-    return coef * float(np.prod(p ** np.array(x)))
-
-
-def test_multinomial_counts_has_exactly_the_multinomial_distribution() -> None:
-    counts = np.array([3, 1, 2, 0, 1])
-    n, p = counts.sum(), counts / counts.sum()
-    rng = np.random.default_rng(0)
-    draws = 60_000  # total T of the Poisson cells is above and below N = 7 often: both fix-ups run
-    seen: dict[tuple[int, ...], int] = {}
-    for _ in range(draws):
-        x = tuple(int(v) for v in multinomial_counts(counts, rng))
-        seen[x] = seen.get(x, 0) + 1
-    support = [x for x in itertools.product(range(n + 1), repeat=5) if sum(x) == n and x[3] == 0]
-    assert set(seen) <= set(support)
-    expected = np.array([multinomial_pmf(x, p) for x in support]) * draws
-    observed = np.array([seen.get(x, 0) for x in support])
-    # Pool the rare outcomes so that every chi-square cell expects at least 5.
-    rare = expected < 5
-    exp_cells = np.append(expected[~rare], expected[rare].sum())
-    obs_cells = np.append(observed[~rare], observed[rare].sum())
-    assert stats.chisquare(obs_cells, exp_cells).pvalue > 1e-3
-
-
-def test_multinomial_counts_on_a_large_table_keeps_the_total_and_the_moments() -> None:
-    rng = np.random.default_rng(1)
-    counts = rng.integers(0, 40, 3000)
-    n = counts.sum()
-    x = np.array([multinomial_counts(counts, rng) for _ in range(2000)])
-    assert np.all(x.sum(axis=1) == n)
-    assert np.all(x[:, counts == 0] == 0)
-    p = counts / n
-    # Mean N p and variance N p (1 - p), per cell, within Monte-Carlo error.
-    z_mean = (x.mean(axis=0) - n * p)[p > 0] / np.sqrt(n * p * (1 - p) / 2000)[p > 0]
-    assert np.abs(z_mean).max() < 5
-    var_ratio = x.var(axis=0)[p > 0] / (n * p * (1 - p))[p > 0]
-    assert 0.97 < var_ratio.mean() < 1.03
-    # Cells compete for a fixed total: half the table has variance N p_S (1 - p_S), about half of
-    # what independent Poisson cells would give.
-    p_half = p[:1500].sum()
-    var_half = x[:, :1500].sum(axis=1).var()
-    assert var_half == pytest.approx(n * p_half * (1 - p_half), rel=0.1)
-
-
-def test_multinomial_counts_rejects_fractions() -> None:
-    with pytest.raises(ValueError, match="integers"):
-        multinomial_counts(np.array([1.5, 2.0]), np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("ties", TIES)
