@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Coalesce tokens into UI updates at most this often; a reasoning timer ticks at least
 # this often so the "thinking… N s" counter moves.
-UPDATE_INTERVAL = 0.05
+UPDATE_INTERVAL = 0.1
 TICK_INTERVAL = 0.5
 
 

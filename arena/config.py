@@ -125,6 +125,7 @@ class ArenaConfig:
     title: str = "Arena"
     max_turns: int = 3
     max_prompt_chars: int = 8000
+    max_concurrent_events: int = 1000
     demo: bool = False
     timeouts: Timeouts = Timeouts()
     source: str = "<memory>"
@@ -278,13 +279,18 @@ def parse_config(
     _check_keys(top, data, {"arena", "timeouts", "models"})
     arena = _get(top, data, "arena", dict, {})
     where = _Where(source, "[arena]")
-    _check_keys(where, arena, {"title", "max_turns", "max_prompt_chars", "demo"})
+    _check_keys(
+        where, arena, {"title", "max_turns", "max_prompt_chars", "max_concurrent_events", "demo"}
+    )
     max_turns = _get(where, arena, "max_turns", int, 3)
     if max_turns < 1:
         raise where.fail("max_turns", f"must be at least 1, got {max_turns}")
     max_chars = _get(where, arena, "max_prompt_chars", int, 8000)
     if max_chars < 1:
         raise where.fail("max_prompt_chars", f"must be at least 1, got {max_chars}")
+    max_events = _get(where, arena, "max_concurrent_events", int, 1000)
+    if max_events < 1:
+        raise where.fail("max_concurrent_events", f"must be at least 1, got {max_events}")
     t_raw = _get(top, data, "timeouts", dict, {})
     where_t = _Where(source, "[timeouts]")
     _check_keys(where_t, t_raw, {"connect", "first_token", "between_tokens", "total"})
@@ -309,6 +315,7 @@ def parse_config(
         title=_get(where, arena, "title", str, "Arena"),
         max_turns=max_turns,
         max_prompt_chars=max_chars,
+        max_concurrent_events=max_events,
         demo=_get(where, arena, "demo", bool, False),
         timeouts=timeouts,
         source=source,

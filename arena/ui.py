@@ -204,7 +204,12 @@ def build(app: App) -> gr.Blocks:
 
         outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
 
-        def render(view: BattleView) -> tuple[Any, ...]:
+        def render(view: BattleView, changed: bool = True) -> tuple[Any, ...]:
+            """`changed=False`: only the chats moved; everything else is skipped, because
+            Gradio rebuilds a component's config for every update it is sent."""
+            if not changed:
+                skip = gr.skip()
+                return (chat_messages(view.a), chat_messages(view.b), *[skip] * 6)
             can_type = view.state is BattleState.AWAITING_VOTE and view.turns_left > 0
             return (
                 chat_messages(view.a),
@@ -227,8 +232,10 @@ def build(app: App) -> gr.Blocks:
                     stream = battles.follow_up(current.battle_id, voter, text)
                 else:
                     stream = battles.start(voter, text)
+                last_state = None
                 async for view in stream:
-                    yield render(view)
+                    yield render(view, changed=view.state is not last_state)
+                    last_state = view.state
             except ArenaError as err:
                 raise gr.Error(str(err)) from None
 
@@ -283,6 +290,9 @@ def build(app: App) -> gr.Blocks:
                 concurrency_limit=None,
             )
         new.click(new_battle, [session], outputs, api_name="new_battle", concurrency_limit=None)
+    # Gradio's queue runs at most `max_threads` events at once (40 by default, and only
+    # launch() sets it); past that a voter waits for strangers' battles to finish.
+    blocks.max_threads = config.max_concurrent_events
     blocks.queue(default_concurrency_limit=None)
     return blocks
 
