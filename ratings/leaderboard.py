@@ -212,6 +212,7 @@ def _finish(
 
 def rate_pairs(
     pc: PairCounts,
+    *,
     anchor: tuple[int, float] | None = None,
     center: float = 1000.0,
     ci: str = "sandwich",
@@ -250,6 +251,7 @@ def rate_battles(
     model_b: ArrayLike,
     outcome: ArrayLike,
     n_models: int | None = None,
+    *,
     weights: ArrayLike | None = None,
     style_a: ArrayLike | None = None,
     style_b: ArrayLike | None = None,
@@ -280,7 +282,18 @@ def rate_battles(
         weights = rw if weights is None else rw * np.asarray(weights, dtype=np.float64)
     if style_a is None and style_b is None:
         pc = group_battles(a, b, o, n, weights)
-        return rate_pairs(pc, anchor, center, ci, rounds, rng, ties, prior, False, level, workers)
+        return rate_pairs(
+            pc,
+            anchor=anchor,
+            center=center,
+            ci=ci,
+            rounds=rounds,
+            rng=rng,
+            ties=ties,
+            prior=prior,
+            level=level,
+            workers=workers,
+        )
     if style_a is None or style_b is None:
         raise ValueError("style control needs both style_a and style_b")
     if ties != "half":
