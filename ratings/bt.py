@@ -7,18 +7,18 @@ d = theta_i - theta_j. Three ways of treating ties (tie and both-bad are one out
   Arena leaderboard. The log-likelihood of a row is s log sigma(d) + (t - s) log sigma(-d), with t
   battles and s = wins + ties / 2. With ties this is a quasi-likelihood, which is why the intervals
   use the sandwich.
-- "davidson": Davidson (1970), P(i) : P(j) : P(tie) = e^{d/2} : e^{-d/2} : nu. Parameter eta = log
-  nu.
+- "davidson": Davidson (1970), P(i) : P(j) : P(tie) = e^{d/2} : e^{-d/2} : nu, with parameter
+  eta = log nu.
 - "rao-kupper": Rao & Kupper (1967), P(i) = sigma(d - tau), P(j) = sigma(-d - tau), the rest a tie.
   Parameter tau = log kappa >= 0.
 
 Prior. Each model is credited with `prior` virtual battles, all ties, against a fixed reference
 player of strength 0; its log-density is -prior * log(2 cosh(theta / 2)). This keeps a model that
 never lost (or never won) finite, and makes the answer a property of the data instead of an
-optimizer's stopping rule: an unbeaten model with w wins against an average field lands near theta =
-log(2w / prior). With thousands of battles per model its pull is a small fraction of an Elo point
-(docs/ratings.md). `prior=0` gives the plain MLE, which exists only when the win graph is strongly
-connected (Ford 1957); the fit checks this.
+optimizer's stopping rule: an unbeaten model with w wins against an average field lands near
+theta = log(2w / prior). With thousands of battles per model its pull is a small fraction of an
+Elo point (docs/ratings.md). `prior=0` gives the plain MLE, which exists only when the win graph is
+strongly connected (Ford 1957); the fit checks this.
 
 Fitting is Newton's method with a backtracking line search on the concave penalized log-likelihood;
 the Hessian is an n x n weighted graph Laplacian (plus the prior and tie-parameter terms), assembled

@@ -187,8 +187,10 @@ def _finish(
     covariance = samples = None
     if cov_theta is not None:
         w = elo_weights(n, None if anchor is None else anchor[0], rated)
-        a = np.eye(n) - w[None, :]  # row i: e_i - w, so rating_i - offset = ELO * (a @ theta)_i
-        covariance = ELO_PER_UNIT**2 * (a @ cov_theta @ a.T)
+        # rating_i - offset = ELO * (theta_i - w . theta): covariance of (I - 1 w^T) theta, expanded
+        # to V - v 1^T - 1 v^T + (w^T V w) 1 1^T with v = V w (no n^3 products).
+        v = cov_theta @ w
+        covariance = ELO_PER_UNIT**2 * (cov_theta - v[:, None] - v[None, :] + float(w @ v))
         lower, upper = normal_intervals(rating, np.diag(covariance).copy(), level)
     else:
         assert samples_theta is not None
