@@ -372,8 +372,10 @@ def newton_maximize(
                 if f_trial >= f + 1e-4 * t * slope or t < 1e-10:
                     break
                 t *= 0.5
-        params = params + t * step
-        f = objective(params)
+            params, f = params + t * step, f_trial
+        else:
+            params = params + step
+            f = objective(params)
         if not np.isfinite(f):
             raise FloatingPointError("Newton iteration left the domain of the objective")
         if prior == 0:

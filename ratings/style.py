@@ -1,7 +1,7 @@
 """Style control: Bradley–Terry with per-battle style covariates.
 
-Following LMSYS's style control (Chiang et al., "Does style matter? Disentangling style and
-substance in Chatbot Arena", blog, Aug 2024; FastChat `rating_systems.py`), a battle's log-odds are
+Following LMSYS's style control (blog post "Does style matter? Disentangling style and substance in
+Chatbot Arena", Aug 2024; FastChat `rating_systems.py`), a battle's log-odds are
 
     theta_a - theta_b + x . beta
 
