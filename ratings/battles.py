@@ -29,7 +29,7 @@ WINNER_CODES: dict[str, int] = {
 }
 
 # Above this many bins, grouping sorts instead of counting into a dense n*n table.
-_DENSE_LIMIT = 1 << 24
+_DENSE_LIMIT = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def group_battles(
     lo, hi, oo = _oriented(a, b, o)
     key = lo * n + hi
     if weights is None:
-        if n * n * 4 <= max(_DENSE_LIMIT, 8 * key.size):
+        if n * n * 4 <= max(_DENSE_LIMIT, 4 * key.size):
             # One counting pass over a dense (pair, outcome) table: O(battles + n^2) and no sort.
             table = np.bincount(key * 4 + oo, minlength=n * n * 4).reshape(n * n, 4)
             rows = np.flatnonzero(table.any(axis=1))

@@ -193,7 +193,8 @@ def laplacian(
     i: NDArray[np.int64], j: NDArray[np.int64], w: NDArray[np.float64], n: int
 ) -> NDArray:
     """Weighted graph Laplacian sum_k w_k (e_i - e_j)(e_i - e_j)^T as a dense (n, n) array."""
-    m = np.bincount(i * n + j, w, n * n).reshape(n, n)
+    # (np.bincount returns integers for empty input; the cast keeps the dtype float.)
+    m = np.bincount(i * n + j, w, n * n).astype(np.float64).reshape(n, n)
     m = m + m.T
     out = -m
     out[np.diag_indices(n)] += m.sum(axis=1)
@@ -202,7 +203,7 @@ def laplacian(
 
 def _scatter(i: NDArray[np.int64], j: NDArray[np.int64], v: NDArray[np.float64], n: int) -> NDArray:
     """sum_k v_k (e_i - e_j)."""
-    return np.bincount(i, v, n) - np.bincount(j, v, n)
+    return (np.bincount(i, v, n) - np.bincount(j, v, n)).astype(np.float64)
 
 
 def _prior_terms(theta: NDArray[np.float64], prior: float) -> tuple[float, NDArray, NDArray]:

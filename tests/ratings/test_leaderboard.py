@@ -146,3 +146,12 @@ def test_reweighting_option() -> None:
     assert not np.allclose(reweighted.rating, plain.rating, atol=0.1)
     # Down-weighting the 20,000 battles of one pair leaves models 0 and 1 less certain.
     assert np.all((reweighted.upper - reweighted.lower)[:2] > (plain.upper - plain.lower)[:2])
+
+
+def test_no_battles_at_all_gives_an_unrated_board() -> None:
+    none = np.array([], dtype=np.int64)
+    for ci in ("sandwich", "bootstrap"):
+        board = rate_battles(none, none, none, 3, ci=ci, rounds=5, rng=np.random.default_rng(0))
+        assert np.all(np.isnan(board.rating)) and np.all(np.isnan(board.lower))
+        np.testing.assert_array_equal(board.rank_ub, 0)
+        np.testing.assert_array_equal(board.battles, 0)
