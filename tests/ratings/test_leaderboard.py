@@ -155,3 +155,19 @@ def test_no_battles_at_all_gives_an_unrated_board() -> None:
         assert np.all(np.isnan(board.rating)) and np.all(np.isnan(board.lower))
         np.testing.assert_array_equal(board.rank_ub, 0)
         np.testing.assert_array_equal(board.battles, 0)
+
+
+def test_intervals_do_not_depend_on_battle_order_or_sides() -> None:
+    a, b, o = battles(6)
+    rng = np.random.default_rng(6)
+    order = rng.permutation(a.size)
+    flip = rng.random(a.size) < 0.5
+    swap = np.where(o == 0, 1, np.where(o == 1, 0, o))
+    a2, b2 = np.where(flip, b, a)[order], np.where(flip, a, b)[order]
+    o2 = np.where(flip, swap, o)[order]
+    for ci in ("sandwich", "bootstrap"):
+        one = rate_battles(a, b, o, ci=ci, rounds=200, rng=np.random.default_rng(1))
+        two = rate_battles(a2, b2, o2, ci=ci, rounds=200, rng=np.random.default_rng(1))
+        np.testing.assert_array_equal(one.rating, two.rating)
+        np.testing.assert_array_equal(one.lower, two.lower)
+        np.testing.assert_array_equal(one.upper, two.upper)
