@@ -222,20 +222,12 @@ def create_demo_app(latency: float = 0.2, tokens_per_second: float = 60.0) -> St
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
+        def chunk(**fields: Any) -> str:
+            body = {"id": ident, "object": "chat.completion.chunk", "created": created}
+            return "data: " + json.dumps({**body, "model": model, **fields}) + "\n\n"
+
         def event(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-            return (
-                "data: "
-                + json.dumps(
-                    {
-                        "id": ident,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-                    }
-                )
-                + "\n\n"
-            )
+            return chunk(choices=[{"index": 0, "delta": delta, "finish_reason": finish_reason}])
 
         async def stream() -> AsyncIterator[str]:
             yield event({"role": "assistant", "content": ""})
@@ -246,20 +238,7 @@ def create_demo_app(latency: float = 0.2, tokens_per_second: float = 60.0) -> St
                     await asyncio.sleep(delay)
             yield event({}, finish)
             if include_usage:
-                yield (
-                    "data: "
-                    + json.dumps(
-                        {
-                            "id": ident,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": model,
-                            "choices": [],
-                            "usage": usage,
-                        }
-                    )
-                    + "\n\n"
-                )
+                yield chunk(choices=[], usage=usage)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")

@@ -160,6 +160,7 @@ def build(app: App) -> gr.Blocks:
                 "`arena demo-models`, not real language models.",
                 elem_classes=["arena-demo-banner"],
             )
+
         def closed(left: Session) -> None:
             # Gradio drops a closed tab's state after a grace period; an unvoted battle
             # left behind is marked abandoned so it is not counted as pending forever.
@@ -168,19 +169,15 @@ def build(app: App) -> gr.Blocks:
 
         session = gr.State(Session(), delete_callback=closed)
         with gr.Row(equal_height=True):
-            chat_a = gr.Chatbot(
-                label="Model A",
-                height=480,
-                feedback_options=None,
-                buttons=["copy"],
-                elem_id="chat-a",
-            )
-            chat_b = gr.Chatbot(
-                label="Model B",
-                height=480,
-                feedback_options=None,
-                buttons=["copy"],
-                elem_id="chat-b",
+            chat_a, chat_b = (
+                gr.Chatbot(
+                    label=f"Model {side}",
+                    height=480,
+                    feedback_options=None,
+                    buttons=["copy"],
+                    elem_id=f"chat-{side.lower()}",
+                )
+                for side in "AB"
             )
         status = gr.Markdown("", elem_id="status")
         with gr.Row(visible=False, elem_id="vote-row") as vote_row:
