@@ -109,7 +109,8 @@ def reference_fit(
         with np.errstate(divide="ignore"):
             val = -float(np.sum(w * (y * np.log(p) + (1 - y) * np.log1p(-p))))
         g = -LN10 * w * (y - p)
-        return val, np.bincount(i, g, n) - np.bincount(j, g, n)
+        grad = np.bincount(i, g, n) - np.bincount(j, g, n)
+        return val, grad.astype(np.float64)
 
     res = minimize(
         loss, np.zeros(n), jac=True, method="L-BFGS-B", options={"maxiter": 100, "gtol": 1e-6}
@@ -141,12 +142,14 @@ def reference_style_seconds_per_round(
         idx = rng.integers(0, m, m)
         aa, bb, yy, xx = a[idx], b[idx], y[idx], x[idx]
 
-        def loss(p: NDArray[np.float64], aa=aa, bb=bb, yy=yy, xx=xx) -> tuple[float, NDArray]:
+        def loss(
+            p: NDArray[np.float64], aa=aa, bb=bb, yy=yy, xx=xx
+        ) -> tuple[float, NDArray[np.float64]]:
             r, beta = p[:n], p[n:]
             z = LN10 * (r[aa] - r[bb]) + xx @ beta
             q = expit(z)
             with np.errstate(divide="ignore"):
-                val = -float(np.sum(yy * np.log(q) + (1 - yy) * np.log1p(-q))) + 0.25 * p @ p
+                val = -float(np.sum(yy * np.log(q) + (1 - yy) * np.log1p(-q))) + 0.25 * float(p @ p)
             e = yy - q
             g = 0.5 * p
             g[:n] -= LN10 * (np.bincount(aa, e, n) - np.bincount(bb, e, n))

@@ -16,8 +16,14 @@ from playwright.sync_api import sync_playwright
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:7860/"
 OUT = Path(__file__).resolve().parent / "img"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def main() -> None:
@@ -28,9 +34,7 @@ def main() -> None:
         page.goto(URL)
         # Replay until a reasoning model is drawn, to show the thinking indicator.
         for played in range(1, 13):
-            page.locator("#prompt textarea").fill(
-                "How should I learn to write clean Python code?"
-            )
+            page.locator("#prompt textarea").fill("How should I learn to write clean Python code?")
             page.locator("#send").click()
             try:
                 page.get_by_text("Thinking…").first.wait_for(timeout=2500)

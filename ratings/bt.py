@@ -56,7 +56,7 @@ class BTFit:
 
     theta: NDArray[np.float64]
     tie_param: float | None
-    ties: str
+    ties: Ties
     prior: float
     loglik: float
     iterations: int
