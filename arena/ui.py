@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from arena.app import VOTER_COOKIE
 from arena.battles import BattleView, Reveal, RevealedSide, TurnView, Voter
 from arena.errors import ArenaError
 from arena.lifecycle import BattleState, Outcome
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from arena.app import App
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-VOTER_COOKIE = "arena_voter"
 
 OUTCOME_TEXT = {
     Outcome.A: "A is better",
