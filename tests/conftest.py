@@ -93,12 +93,15 @@ def slow_demo_url() -> Iterator[str]:
 
 @pytest.fixture
 def arena_server(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
-    """Start an arena for a registry; yield (proxy URL, recorder, database URL)."""
+    """A function that starts an arena for a registry (on SQLite unless a migrated
+    `database_url` is given) behind a recording proxy; it returns (proxy URL, recorder)."""
     started = []
 
-    def start(data: dict) -> tuple[str, Recorder]:
+    def start(data: dict, database_url: str | None = None) -> tuple[str, Recorder]:
         settings = Settings(
-            config_path=write_config(tmp_path, data), database_url=sqlite_url, port=free_port()
+            config_path=write_config(tmp_path, data),
+            database_url=database_url or sqlite_url,
+            port=free_port(),
         )
         app = create_app(settings)
         ctx = serve(app.asgi, "/api/health")

@@ -44,8 +44,9 @@ def demo_registry(demo_url: str) -> dict:
     return demo_config_data(demo_url, DEMO_MODELS)
 
 
-def test_full_battle(arena_server, demo_registry: dict, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
-    url, recorder = arena_server(demo_registry)
+def test_full_battle(arena_server, demo_registry: dict, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    # On SQLite and on PostgreSQL: the whole app, not only the store.
+    url, recorder = arena_server(demo_registry, database_url)
     names = [m["name"] for m in demo_registry["models"]]
     page = httpx.get(url + "/").text
     c = client(url)
@@ -61,19 +62,19 @@ def test_full_battle(arena_server, demo_registry: dict, sqlite_url: str) -> None
     assert "Two anonymous models answer" in recorder.text()  # and the client's page config
     for name in names:
         assert name not in before, f"{name} leaked before the vote"
-    assert votes(sqlite_url) == []
+    assert votes(database_url) == []
 
     chat_a, chat_b, _, status, reveal = c.predict(api_name="/vote_a")
     revealed = reveal["value"]
     shown = [n for n in names if n in revealed]
     assert len(shown) == 2 and "Your vote: A is better" in revealed
     assert revealed.index("Model A") < revealed.index("Model B")
-    ((battle_id, outcome),) = votes(sqlite_url)
+    ((battle_id, outcome),) = votes(database_url)
     assert outcome == "a"
 
     with pytest.raises(Exception, match="already has a vote"):
         c.predict(api_name="/vote_b")
-    assert votes(sqlite_url) == [(battle_id, "a")]
+    assert votes(database_url) == [(battle_id, "a")]
 
 
 def test_failed_side_refuses_vote(arena_server, demo_url: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
