@@ -49,6 +49,7 @@ def test_battle_in_browser(arena_server, slow_demo_url: str, sqlite_url: str, pa
     page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
     for button in ("#vote-b", "#vote-tie", "#vote-both-bad"):
         assert page.locator(button).is_visible()
+    assert not page.locator('#chat-a button[aria-label="Clear"]').is_visible()
     body = page.locator("body").inner_text()
     assert "Thought for" in body and "The user asks" not in body  # reasoning text withheld
     for name in ("r-one", "r-two"):
