@@ -274,9 +274,14 @@ def build(app: App) -> gr.Blocks:
             )
 
         # No concurrency limit: one voter's battle never waits for another's.
-        send.click(ask, [prompt, session], outputs, api_name="ask", concurrency_limit=None)
-        prompt.submit(
-            ask, [prompt, session], outputs, api_visibility="private", concurrency_limit=None
+        # One event for Send and Enter, so a session streams one battle at a time.
+        asking = gr.on(
+            [send.click, prompt.submit],
+            ask,
+            [prompt, session],
+            outputs,
+            api_name="ask",
+            concurrency_limit=None,
         )
         for outcome, button in vote_buttons.items():
             button.click(
@@ -286,7 +291,16 @@ def build(app: App) -> gr.Blocks:
                 api_name=f"vote_{outcome.value}",
                 concurrency_limit=None,
             )
-        new.click(new_battle, [session], outputs, api_name="new_battle", concurrency_limit=None)
+        # Cancelling a streaming battle runs its abandon path; without it the old battle
+        # would keep streaming into the panes of the new one.
+        new.click(
+            new_battle,
+            [session],
+            outputs,
+            api_name="new_battle",
+            concurrency_limit=None,
+            cancels=[asking],
+        )
     # Gradio's queue runs at most `max_threads` events at once (40 by default, and only
     # launch() sets it); past that a voter waits for strangers' battles to finish.
     blocks.max_threads = config.max_concurrent_events
@@ -304,4 +318,5 @@ def mount(app: App) -> None:
         css_paths=[css] if css.exists() else None,
         footer_links=["api"],
         show_error=False,  # gr.Error messages still show; other exceptions stay server-side
+        run_history=False,  # battles are not kept in the browser's storage
     )

@@ -90,3 +90,27 @@ def test_unused_models_stay_hidden(arena_server, demo_url: str, page) -> None:  
     html = page.content()
     for name in DEMO_MODELS:
         assert name not in html and name not in recorder.text()
+
+
+def test_new_battle_while_streaming(  # type: ignore[no-untyped-def]
+    arena_server, slow_demo_url: str, sqlite_url: str, page
+) -> None:
+    url, _ = arena_server(demo_config_data(slow_demo_url, {"x": "verbose", "y": "reasoner"}))
+    page.goto(url + "/")
+    page.locator("#prompt textarea").fill("FIRST question")
+    page.locator("#prompt textarea").press("Enter")
+    page.get_by_text("Both models are answering").wait_for(timeout=20_000)
+    page.locator("#new-battle").click()
+    page.locator("#prompt textarea").fill("SECOND question")
+    page.locator("#send").click()
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1500)  # anything still streaming from the first would land now
+    panes = page.locator("#chat-a").inner_text() + page.locator("#chat-b").inner_text()
+    assert "SECOND question" in panes and "FIRST question" not in panes
+    assert page.locator("#vote-a").is_visible()
+    engine = db.make_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(db.battles.c.status).order_by(db.battles.c.created_at)
+        ).scalars()
+        assert list(rows) == ["abandoned", "awaiting_vote"]
