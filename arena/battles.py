@@ -103,10 +103,10 @@ class SideProgress:
             self.content = ""
             self.first_answer_at = None
         if chunk.reasoning:
-            self.reasoning += chunk.reasoning
+            self.reasoning += chunk.reasoning.replace("\x00", "")
             self.first_token_at = self.first_token_at or t
         if chunk.content:
-            self.content += chunk.content
+            self.content += chunk.content.replace("\x00", "")
             self.first_token_at = self.first_token_at or t
             self.first_answer_at = self.first_answer_at or t
         if chunk.usage is not None:
@@ -218,7 +218,8 @@ class BattleService:
         return hmac.new(self._salt, ip.encode(), hashlib.sha256).hexdigest()
 
     def _check_prompt(self, prompt: str) -> str:
-        text = prompt.strip()
+        # PostgreSQL text cannot hold NUL; no prompt needs one.
+        text = prompt.replace("\x00", "").strip()
         if not text:
             raise TurnRejected("Type a message first.")
         if len(text) > self.config.max_prompt_chars:

@@ -142,3 +142,11 @@ def test_pairs_are_distinct_weighted_and_unbiased(demo_url: str) -> None:
     # Position is a coin flip for every model.
     for name, n in counts.items():
         assert abs(left[name] / n - 0.5) < 0.05
+
+
+async def test_nul_in_prompt_is_dropped(demo_url: str, database_url: str) -> None:
+    # PostgreSQL refuses NUL in text; the battle must not fail after both sides answered.
+    svc = service(database_url, demo_config_data(demo_url))
+    views = await play(svc, Voter("v"), "null\x00byte")
+    assert views[-1].state is BattleState.AWAITING_VOTE
+    assert views[-1].a[0].prompt == "nullbyte"

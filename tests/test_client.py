@@ -199,6 +199,21 @@ def odd_server() -> Iterator[str]:
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(sglang(), media_type="text/event-stream")
+        if mode == "cutoff":
+
+            async def cutoff() -> AsyncIterator[str]:
+                for word in ("The ", "answer ", "is"):
+                    yield "data: " + json.dumps(delta(content=word)) + "\n\n"
+
+            return StreamingResponse(cutoff(), media_type="text/event-stream")
+        if mode == "keepalive":
+
+            async def keepalive() -> AsyncIterator[str]:
+                for _ in range(50):
+                    yield "data: " + json.dumps(delta(role="assistant")) + "\n\n"
+                    await asyncio.sleep(0.1)
+
+            return StreamingResponse(keepalive(), media_type="text/event-stream")
         if mode == "empty":
 
             async def empty() -> AsyncIterator[str]:
@@ -233,6 +248,23 @@ async def test_malformed_stream(odd_server: str) -> None:
 async def test_sglang_reasoning_content(odd_server: str) -> None:
     out = await collect(provider(odd_server, "m"), request("sglang"))
     assert (out["reasoning"], out["content"]) == ("r1 r2", "final")
+
+
+async def test_cut_off_stream_is_an_error(odd_server: str) -> None:
+    # Tokens, then the connection closes with no finish_reason and no [DONE].
+    with pytest.raises(EndpointError, match="cut off"):
+        await collect(provider(odd_server, "m"), request("cutoff"))
+
+
+async def test_empty_events_do_not_count_as_tokens(odd_server: str) -> None:
+    t = Timeouts(connect=2, first_token=0.5, between_tokens=5, total=20)
+    with pytest.raises(FirstTokenTimeout):
+        await collect(provider(odd_server, "m", t), request("keepalive"))
+
+
+def test_finish_reason_fits_its_column() -> None:
+    event = {"choices": [{"index": 0, "delta": {}, "finish_reason": "x" * 40}]}
+    assert parse_event(event, None)[0].finish_reason == "x" * 32
 
 
 async def test_stream_without_answer(odd_server: str) -> None:

@@ -77,7 +77,7 @@ def parse_event(data: Any, splitter: ThinkSplitter | None) -> list[Chunk]:
         if finish:
             if splitter is not None:
                 out.extend(splitter.flush())
-            out.append(Chunk(finish_reason=str(finish)))
+            out.append(Chunk(finish_reason=str(finish)[:32]))  # the column's width
     usage = _usage(data.get("usage"))
     if usage is not None:
         out.append(Chunk(usage=usage))
@@ -135,7 +135,8 @@ class OpenAIProvider:
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         t = self.timeouts
-        deadline = time.monotonic() + t.total
+        started = time.monotonic()
+        deadline = started + t.total
         # Read timeouts are ours (first token, gap, total); httpx bounds connect and write.
         timeout = httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
         http_request = self.client.build_request(
@@ -151,7 +152,10 @@ class OpenAIProvider:
         name = self.endpoint.model
         try:
             response = await self._within(
-                self.client.send(http_request, stream=True), t.first_token, deadline, False
+                self.client.send(http_request, stream=True),
+                started + t.first_token,
+                deadline,
+                False,
             )
         except httpx.ConnectError:
             log.warning("model %s: cannot connect to %s", name, self.endpoint.base_url)
@@ -168,7 +172,7 @@ class OpenAIProvider:
                     "model %s: HTTP %s from %s", name, response.status_code, self.endpoint.base_url
                 )
                 raise EndpointError(_status_message(response.status_code))
-            async for chunk in self._chunks(response, splitter, deadline):
+            async for chunk in self._chunks(response, splitter, started, deadline):
                 yield chunk
         except httpx.HTTPError as err:
             log.warning("model %s: %s from %s", name, type(err).__name__, self.endpoint.base_url)
@@ -177,9 +181,12 @@ class OpenAIProvider:
             await response.aclose()
 
     @staticmethod
-    async def _within(awaitable: Any, wait: float, deadline: float, got_token: bool) -> Any:
-        """Await with the tighter of the per-step wait and the whole-answer deadline."""
-        left = deadline - time.monotonic()
+    async def _within(
+        awaitable: Any, token_deadline: float, deadline: float, got_token: bool
+    ) -> Any:
+        """Await until the next token is due or the whole answer is, whichever is sooner."""
+        now = time.monotonic()
+        wait, left = token_deadline - now, deadline - now
         try:
             return await asyncio.wait_for(awaitable, timeout=max(0.0, min(wait, left)))
         except TimeoutError:
@@ -190,19 +197,26 @@ class OpenAIProvider:
             raise FirstTokenTimeout("The model took too long to start answering.") from None
 
     async def _chunks(
-        self, response: httpx.Response, splitter: ThinkSplitter | None, deadline: float
+        self,
+        response: httpx.Response,
+        splitter: ThinkSplitter | None,
+        started: float,
+        deadline: float,
     ) -> AsyncIterator[Chunk]:
         t = self.timeouts
         events = _sse_data(response).__aiter__()
         got_token = False
         finished = False
+        # Timed from the last token, not the last event: keep-alives and empty deltas
+        # do not count as progress.
+        token_deadline = started + t.first_token
         while True:
-            wait = t.between_tokens if got_token else t.first_token
             try:
-                data = await self._within(events.__anext__(), wait, deadline, got_token)
+                data = await self._within(events.__anext__(), token_deadline, deadline, got_token)
             except StopAsyncIteration:
                 break
             if data.strip() == "[DONE]":
+                finished = True
                 break
             try:
                 payload = json.loads(data)
@@ -211,11 +225,14 @@ class OpenAIProvider:
             for chunk in parse_event(payload, splitter):
                 if chunk.content or chunk.reasoning:
                     got_token = True
+                    token_deadline = time.monotonic() + t.between_tokens
                 if chunk.finish_reason:
                     finished = True
                 yield chunk
         if splitter is not None:
             for chunk in splitter.flush():
                 yield chunk
-        if not finished and not got_token:
+        if not finished:
+            if got_token:
+                raise EndpointError("The model's answer was cut off.")
             raise EndpointError("The model server closed the stream without an answer.")
