@@ -205,6 +205,16 @@ def _history(rows: Sequence[Mapping[str, Any]], side: Side) -> list[ChatMessage]
     ]
 
 
+def names_itself(entry: ModelEntry, text: str) -> bool:
+    """Does an answer state its model's name or maker? Such a battle is no longer blind.
+
+    Flagged, not blocked: the battle stays votable and the flag lets ratings leave it out.
+    """
+    lowered = text.lower()
+    terms = [entry.name, entry.organization]
+    return any(len(term) >= 3 and term.lower() in lowered for term in terms)
+
+
 class BattleService:
     def __init__(self, store: Store, router: Router, config: ArenaConfig, ip_salt: bytes) -> None:
         self.store = store
@@ -312,7 +322,14 @@ class BattleService:
                 yield view(BattleState.ANSWERING)
                 await asyncio.sleep(UPDATE_INTERVAL)
             answers = {side: p.record() for side, p in progress.items()}
-            state = await asyncio.to_thread(self.store.finish_turn, battle.id, turn, answers)
+            leaks = {
+                side.value
+                for side, p in progress.items()
+                if names_itself(self._entry(p.model), p.content)
+            }
+            earlier = set(battle.flags.get("identity_leak", []))
+            flags = {"identity_leak": sorted(leaks | earlier)} if leaks else None
+            state = await asyncio.to_thread(self.store.finish_turn, battle.id, turn, answers, flags)
             finished = True
             yield view(state)
         finally:

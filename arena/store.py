@@ -224,9 +224,14 @@ class Store:
         return turn
 
     def finish_turn(
-        self, battle_id: str, turn: int, answers: Mapping[Side, AnswerRecord]
+        self,
+        battle_id: str,
+        turn: int,
+        answers: Mapping[Side, AnswerRecord],
+        flags: Mapping[str, Any] | None = None,
     ) -> BattleState:
-        """Store both answers; the battle awaits a vote unless a side failed."""
+        """Store both answers and merge `flags` into the battle's; the battle awaits a vote
+        unless a side failed."""
         failed = any(a.error for a in answers.values())
         new = BattleState.FAILED if failed else BattleState.AWAITING_VOTE
         t = now()
@@ -267,6 +272,11 @@ class Store:
                             usage=dict(c.usage) if c.usage else None,
                         )
                     )
+            if flags:
+                merged = {**self._battle(conn, battle_id).flags, **flags}
+                conn.execute(
+                    db.battles.update().where(db.battles.c.id == battle_id).values(flags=merged)
+                )
             if not self._move(conn, battle_id, {BattleState.ANSWERING}, new):
                 # Abandoned while streaming: keep the answers, leave the status alone.
                 return self._battle(conn, battle_id).status

@@ -150,3 +150,20 @@ async def test_nul_in_prompt_is_dropped(demo_url: str, database_url: str) -> Non
     views = await play(svc, Voter("v"), "null\x00byte")
     assert views[-1].state is BattleState.AWAITING_VOTE
     assert views[-1].a[0].prompt == "nullbyte"
+
+
+async def test_answer_naming_its_model_flags_the_battle(demo_url: str, sqlite_url: str) -> None:
+    # demo-chatty names itself now and then; the battle is flagged, not blocked.
+    data = demo_config_data(demo_url, {"demo-chatty": "chatty", "demo-terse": "terse"})
+    data["models"][0]["organization"] = "Arena Demo Lab"
+    svc = service(sqlite_url, data)
+    flagged = clean = 0
+    for i in range(12):
+        views = await play(svc, Voter(f"v{i}"), f"question number {i}")
+        battle = svc.store.battle(views[-1].battle_id)
+        chatty = Side.A if battle.model_a == "demo-chatty" else Side.B
+        said = "demo-chatty" in views[-1].side(chatty)[0].content
+        assert battle.flags.get("identity_leak") == ([chatty.value] if said else None)
+        flagged, clean = flagged + said, clean + (not said)
+        assert battle.status is BattleState.AWAITING_VOTE
+    assert flagged and clean  # both cases were exercised
