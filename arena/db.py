@@ -154,16 +154,26 @@ def _alembic_config(url: str) -> Any:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def _migrate(url: str, direction: str, revision: str) -> None:
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(_alembic_config(url), revision)
+    try:
+        getattr(command, direction)(_alembic_config(url), revision)
+    except CommandError as err:
+        raise StorageError(f"migration {direction} to {revision!r} failed: {err}") from None
+    except sa.exc.OperationalError as err:
+        raise StorageError(f"cannot open the database: {err.orig}") from None
+    except sa.exc.ArgumentError:
+        raise StorageError(f"not a database URL: {url.split('://', 1)[0]}://…") from None
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    _migrate(url, "upgrade", revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(_alembic_config(url), revision)
+    _migrate(url, "downgrade", revision)
 
 
 def check_current(engine: Engine) -> None:

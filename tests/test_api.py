@@ -60,3 +60,25 @@ def test_cli_db_upgrade_then_check(tmp_path: Path) -> None:
         timeout=60,
     )
     assert check.returncode == 0 and "demo-reasoner" in check.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "args", "message"),
+    [
+        ("sqlite:///{tmp}/x.db", ["downgrade", "nonsense"], "Can't locate revision"),
+        ("postgresql://postgres@127.0.0.1:1/none", ["upgrade"], "cannot open the database"),
+        ("bogus", ["upgrade"], "not a database URL"),
+    ],
+)
+def test_cli_db_errors_are_one_line(tmp_path: Path, url: str, args: list, message: str) -> None:
+    env = {"ARENA_DATABASE_URL": url.format(tmp=tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "arena", "db", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("arena: error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
