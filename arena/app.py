@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -65,7 +66,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep_forever(battles))
         yield
+        sweeper.cancel()
         await http.aclose()
         engine.dispose()
 
@@ -79,6 +82,18 @@ def create_app(
 
         ui.mount(app)
     return app
+
+
+SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
+
+
+async def _sweep_forever(battles: BattleService) -> None:
+    while True:
+        try:
+            await battles.sweep()
+        except Exception:  # a database hiccup must not end the sweeper
+            log.exception("stale-battle sweep failed")
+        await asyncio.sleep(SWEEP_INTERVAL)
 
 
 class VoterCookie:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arena.config import ArenaConfig, ModelEntry
@@ -380,6 +381,16 @@ class BattleService:
             unreleased=entry.unreleased if entry else False,
             reasoning=reasoning,
         )
+
+    async def sweep(self) -> int:
+        """Abandon battles left unvoted longer than `abandon_after_minutes` (never sooner
+        than a stream could still be running)."""
+        minutes = max(self.config.abandon_after_minutes, self.config.timeouts.total / 60 + 1)
+        before = datetime.now(UTC) - timedelta(minutes=minutes)
+        count = await asyncio.to_thread(self.store.abandon_stale, before)
+        if count:
+            log.info("abandoned %d stale battles", count)
+        return count
 
     def abandon_now(self, battle_id: str) -> None:
         """Close an unvoted battle (blocking); a voted one is left as it is."""

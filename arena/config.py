@@ -126,6 +126,7 @@ class ArenaConfig:
     max_turns: int = 3
     max_prompt_chars: int = 8000
     max_concurrent_events: int = 1000
+    abandon_after_minutes: float = 120.0
     demo: bool = False
     timeouts: Timeouts = Timeouts()
     source: str = "<memory>"
@@ -280,7 +281,16 @@ def parse_config(
     arena = _get(top, data, "arena", dict, {})
     where = _Where(source, "[arena]")
     _check_keys(
-        where, arena, {"title", "max_turns", "max_prompt_chars", "max_concurrent_events", "demo"}
+        where,
+        arena,
+        {
+            "title",
+            "max_turns",
+            "max_prompt_chars",
+            "max_concurrent_events",
+            "abandon_after_minutes",
+            "demo",
+        },
     )
     max_turns = _get(where, arena, "max_turns", int, 3)
     if max_turns < 1:
@@ -291,6 +301,7 @@ def parse_config(
     max_events = _get(where, arena, "max_concurrent_events", int, 1000)
     if max_events < 1:
         raise where.fail("max_concurrent_events", f"must be at least 1, got {max_events}")
+    abandon_after = _positive(where, arena, "abandon_after_minutes", 120.0)
     t_raw = _get(top, data, "timeouts", dict, {})
     where_t = _Where(source, "[timeouts]")
     _check_keys(where_t, t_raw, {"connect", "first_token", "between_tokens", "total"})
@@ -316,6 +327,7 @@ def parse_config(
         max_turns=max_turns,
         max_prompt_chars=max_chars,
         max_concurrent_events=max_events,
+        abandon_after_minutes=abandon_after,
         demo=_get(where, arena, "demo", bool, False),
         timeouts=timeouts,
         source=source,

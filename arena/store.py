@@ -282,6 +282,22 @@ class Store:
                 return self._battle(conn, battle_id).status
         return new
 
+    def abandon_stale(self, before: datetime) -> int:
+        """Abandon unvoted battles untouched since `before`: tabs long closed, sessions
+        Gradio evicted, streams cut by a crash. Returns how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                db.battles.update()
+                .where(
+                    db.battles.c.status.in_(
+                        [BattleState.ANSWERING.value, BattleState.AWAITING_VOTE.value]
+                    ),
+                    db.battles.c.updated_at < before,
+                )
+                .values(status=BattleState.ABANDONED.value, updated_at=now())
+            )
+            return int(result.rowcount)
+
     def abandon(self, battle_id: str) -> bool:
         with self.engine.begin() as conn:
             return self._move(

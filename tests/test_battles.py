@@ -167,3 +167,25 @@ async def test_answer_naming_its_model_flags_the_battle(demo_url: str, sqlite_ur
         flagged, clean = flagged + said, clean + (not said)
         assert battle.status is BattleState.AWAITING_VOTE
     assert flagged and clean  # both cases were exercised
+
+
+async def test_sweep_never_cuts_a_stream_that_may_still_run(demo_url: str, sqlite_url: str) -> None:
+    from datetime import timedelta
+
+    from arena.store import now
+
+    # abandon_after is tiny, but the total timeout (30 s) keeps a floor of 1.5 minutes.
+    svc = service(sqlite_url, demo_config_data(demo_url, abandon_after_minutes=0.01))
+    ids = [(await play(svc, Voter("v"), "q"))[-1].battle_id for _ in range(2)]
+    with svc.store.engine.begin() as conn:
+        for battle_id, minutes in zip(ids, (1, 2), strict=True):
+            conn.execute(
+                db.battles.update()
+                .where(db.battles.c.id == battle_id)
+                .values(updated_at=now() - timedelta(minutes=minutes))
+            )
+    assert await svc.sweep() == 1
+    assert [svc.store.battle(b).status for b in ids] == [
+        BattleState.AWAITING_VOTE,
+        BattleState.ABANDONED,
+    ]

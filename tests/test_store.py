@@ -194,3 +194,27 @@ def test_state_machine_is_closed() -> None:
     for state, targets in TRANSITIONS.items():
         assert state not in targets
     assert TRANSITIONS[BattleState.VOTED] == frozenset()
+
+
+def test_stale_battles_are_swept(store: Store) -> None:
+    from datetime import timedelta
+
+    from arena.store import now
+
+    old_unvoted, old_voted, fresh = new_battle(store), new_battle(store), new_battle(store)
+    for battle_id in (old_unvoted, old_voted, fresh):
+        store.finish_turn(battle_id, 1, {Side.A: answer("alpha"), Side.B: answer("beta")})
+    store.record_vote(old_voted, Outcome.A, "v1", None)
+    with store.engine.begin() as conn:
+        conn.execute(
+            db.battles.update()
+            .where(db.battles.c.id.in_([old_unvoted, old_voted]))
+            .values(updated_at=now() - timedelta(hours=3))
+        )
+    assert store.abandon_stale(now() - timedelta(hours=2)) == 1
+    statuses = {b: store.battle(b).status for b in (old_unvoted, old_voted, fresh)}
+    assert statuses == {
+        old_unvoted: BattleState.ABANDONED,
+        old_voted: BattleState.VOTED,
+        fresh: BattleState.AWAITING_VOTE,
+    }
