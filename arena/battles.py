@@ -240,9 +240,6 @@ class BattleService:
             )
         return text
 
-    def _entry(self, name: str) -> ModelEntry:
-        return self.config.model(name)
-
     async def start(self, voter: Voter, prompt: str) -> AsyncIterator[BattleView]:
         """Draw two models, create the battle, and stream the first turn."""
         text = self._check_prompt(prompt)
@@ -308,7 +305,7 @@ class BattleService:
 
         tasks = []
         for side in Side:
-            entry = self._entry(battle.model(side))
+            entry = self.config.model(battle.model(side))
             messages = (*_history(rows, side), ChatMessage(role="user", content=prompt))
             request = ChatRequest(messages=messages, params=dict(entry.params))
             provider = self.router.provider(entry)
@@ -326,7 +323,7 @@ class BattleService:
             leaks = {
                 side.value
                 for side, p in progress.items()
-                if names_itself(self._entry(p.model), p.content)
+                if names_itself(self.config.model(p.model), p.content)
             }
             earlier = set(battle.flags.get("identity_leak", []))
             flags = {"identity_leak": sorted(leaks | earlier)} if leaks else None
@@ -365,7 +362,7 @@ class BattleService:
     ) -> RevealedSide:
         name = battle.model(side)
         try:
-            entry: ModelEntry | None = self._entry(name)
+            entry: ModelEntry | None = self.config.model(name)
         except KeyError:  # removed from the registry since the battle began
             entry = None
         reasoning = tuple(

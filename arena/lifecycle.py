@@ -26,10 +26,6 @@ TRANSITIONS: dict[BattleState, frozenset[BattleState]] = {
 }
 
 
-def can_move(old: BattleState, new: BattleState) -> bool:
-    return new in TRANSITIONS[old]
-
-
 class Outcome(StrEnum):
     A = "a"
     B = "b"

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from arena import db
 from arena.errors import BattleNotFound, TurnRejected, VoteRejected
-from arena.lifecycle import BattleState, Outcome, Side
+from arena.lifecycle import TRANSITIONS, BattleState, Outcome, Side
 
 
 def now() -> datetime:
@@ -196,6 +196,7 @@ class Store:
         **values: Any,
     ) -> bool:
         """Compare-and-set the status: true if this call made the move."""
+        assert all(new in TRANSITIONS[s] for s in old), f"{old} -> {new} is not a transition"
         result = conn.execute(
             db.battles.update()
             .where(db.battles.c.id == battle_id, db.battles.c.status.in_([s.value for s in old]))
