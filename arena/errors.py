@@ -61,3 +61,21 @@ class TurnRejected(BattleError):
 
 class NotEnoughModels(BattleError):
     pass
+
+
+class ImportFormatError(ArenaError):
+    """A file given to `arena import` cannot be read. `str(err)` names the file, the row and the
+    field."""
+
+
+class SnapshotError(ArenaError):
+    """A ratings run failed; the previous snapshot stays served."""
+
+
+class ApiParameterError(ArenaError):
+    """A request parameter of the export API is invalid; `parameter` names it."""
+
+    def __init__(self, parameter: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.status = status
