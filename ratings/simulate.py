@@ -65,17 +65,20 @@ def simulate_battles(
     both_bad_share: float = 0.5,
     model_a: ArrayLike | None = None,
     model_b: ArrayLike | None = None,
+    position: float = 0.0,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Battles between random pairs (or the given pairs) of models with strengths `theta`.
 
-    Returns (model_a, model_b, outcome codes); a `both_bad_share` of the ties are coded both-bad.
+    `position` is a side bias: the log-odds of model_a (the left side) beating model_b are
+    theta_a - theta_b + position. Returns (model_a, model_b, outcome codes); a `both_bad_share` of
+    the ties are coded both-bad.
     """
     th = np.asarray(theta, dtype=np.float64)
     if model_a is None or model_b is None:
         a, b = random_pairs(th.size, n_battles, rng)
     else:
         a, b = np.asarray(model_a, dtype=np.int64), np.asarray(model_b, dtype=np.int64)
-    probs = outcome_probabilities(th[a] - th[b], tie_rate, ties)
+    probs = outcome_probabilities(th[a] - th[b] + position, tie_rate, ties)
     return a, b, _draw_outcomes(probs, both_bad_share, rng)
 
 
@@ -99,13 +102,15 @@ def simulate_style_battles(
     tie_rate: float = 0.2,
     style_spread: float = 0.5,
     ties: TieProcess = "score",
+    position: float = 0.0,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray, NDArray]:
     """Battles whose outcome also depends on answer style; style is confounded with the model.
 
     Each model has its own typical style, so a naive fit credits style to the model. The four
     per-side counts are (length, headers, list items, bold); the true log-odds are theta_a - theta_b
-    + x . beta with x = (a - b) / (a + b + 1) per element (before z-scoring). Ties as in
-    `simulate_battles` "score". Returns (model_a, model_b, outcome, style_a, style_b).
+    + x . beta + position with x = (a - b) / (a + b + 1) per element (before z-scoring) and
+    `position` a bias towards model_a's side. Ties as in `simulate_battles` "score". Returns
+    (model_a, model_b, outcome, style_a, style_b).
     """
     th = np.asarray(theta, dtype=np.float64)
     bt = np.asarray(beta, dtype=np.float64)
@@ -122,5 +127,5 @@ def simulate_style_battles(
 
     sa, sb = answer(a), answer(b)
     x = (sa - sb) / (sa + sb + 1.0)
-    probs = outcome_probabilities(th[a] - th[b] + x @ bt, tie_rate, ties)
+    probs = outcome_probabilities(th[a] - th[b] + x @ bt + position, tie_rate, ties)
     return a, b, _draw_outcomes(probs, 0.5, rng), sa, sb

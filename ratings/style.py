@@ -14,6 +14,12 @@ same virtual-tie prior as `bt_pairwise`. A covariate with zero variance carries 
 is dropped (coefficient 0, flagged in `StyleFit.dropped`) instead of turning the z-score into 0/0,
 which makes the reference code return 1000 for every model.
 
+Position. With `position=True`, `style_data` appends a constant column of 1s, so that the log-odds
+gain a term gamma: gamma > 0 means the side shown as model_a (the left side in the arena) is
+favoured. The column is not z-scored (gamma is in natural log-odds units per battle), carries the
+same L2 penalty as the style coefficients, and is exempt from the zero-variance drop: a constant is
+informative as soon as there is a battle, since the model strengths are differences.
+
 Battles cannot be grouped here (each has its own covariates), so the fit works on the battles
 directly, with the same Newton / sandwich / chord-bootstrap machinery as the grouped fit.
 """
@@ -67,7 +73,8 @@ class StyleFit:
     """A fitted style-controlled Bradley–Terry model (natural units).
 
     `coef` has one entry per covariate column (0 for dropped columns); `dropped` flags the columns
-    with zero variance that were left out.
+    with zero variance that were left out. With `position`, the last column is the position term
+    (see `style_coef` and `position_coef`).
     """
 
     theta: NDArray[np.float64]
@@ -77,6 +84,20 @@ class StyleFit:
     penalty: float
     loglik: float
     iterations: int
+    position: bool = False
+
+    @property
+    def style_coef(self) -> NDArray[np.float64]:
+        """The style coefficients only (per standard deviation of each covariate)."""
+        return self.coef[:-1] if self.position else self.coef
+
+    @property
+    def position_coef(self) -> float | None:
+        """gamma, the log-odds gain of model_a's side; None without the position term, NaN when it
+        could not be fitted (no battles)."""
+        if not self.position:
+            return None
+        return float("nan") if self.dropped[-1] else float(self.coef[-1])
 
     @property
     def params(self) -> NDArray[np.float64]:
@@ -90,6 +111,8 @@ class StyleData:
 
     `xt` holds the kept covariates transposed, (covariates, battles), so that every product with it
     is a contiguous pass that numpy's einsum does without BLAS (see `uncertainty.apply_chord`).
+    `dropped` has one flag per covariate column before the drop. With `position`, the last of those
+    columns is the constant position column.
     """
 
     a: NDArray[np.int64]
@@ -99,6 +122,7 @@ class StyleData:
     weight: NDArray[np.float64]
     n_models: int
     dropped: NDArray[np.bool_]
+    position: bool = False
 
     @property
     def n_battles(self) -> int:
@@ -129,8 +153,15 @@ def style_data(
     features: ArrayLike,
     n_models: int | None = None,
     weights: ArrayLike | None = None,
+    *,
+    position: bool = False,
 ) -> StyleData:
-    """Validate battles and covariates; drop covariate columns with zero variance (and warn)."""
+    """Validate battles and covariates; drop covariate columns with zero variance (and warn).
+
+    `features` may have zero columns. With `position=True` a constant column of 1s is appended
+    after them: its coefficient is the log-odds gain of the model_a side. It is exempt from the
+    zero-variance drop and is dropped (silently) only when there are no battles.
+    """
     a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
@@ -149,7 +180,11 @@ def style_data(
             "are dropped (coefficient 0)",
             stacklevel=2,
         )
-    return StyleData(a, b, _SCORE[o], np.ascontiguousarray(x[:, ~dropped].T), w, n, dropped)
+    if position:
+        x = np.column_stack([x, np.ones(a.size)])
+        dropped = np.append(dropped, a.size == 0)
+    xt = np.ascontiguousarray(x[:, ~dropped].T)
+    return StyleData(a, b, _SCORE[o], xt, w, n, dropped, position)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,7 +283,9 @@ def bt_style(
     )
     coef = np.zeros(data.dropped.size)
     coef[~data.dropped] = params[n:]
-    return StyleFit(params[:n].copy(), coef, data.dropped, prior, penalty, obj, iterations)
+    return StyleFit(
+        params[:n].copy(), coef, data.dropped, prior, penalty, obj, iterations, data.position
+    )
 
 
 def sandwich_style(data: StyleData, fit: StyleFit) -> NDArray[np.float64]:
@@ -332,7 +369,14 @@ def bootstrap_style(
             params, ok = one_round(count)
             if not ok:
                 boot = StyleData(
-                    data.a, data.b, data.y, data.xt, data.weight * count, n, data.dropped
+                    data.a,
+                    data.b,
+                    data.y,
+                    data.xt,
+                    data.weight * count,
+                    n,
+                    data.dropped,
+                    data.position,
                 )
                 params = bt_style(boot, prior, penalty, tol=tol, init=params0).params
             out[k] = params
