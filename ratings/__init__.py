@@ -32,6 +32,7 @@ from .leaderboard import (
     rate_pairs,
     to_elo,
 )
+from .options import RatingOptions
 from .sampling import Multinomial, PoissonTable, multinomial_counts
 from .style import (
     StyleData,
@@ -59,6 +60,7 @@ __all__ = [
     "Multinomial",
     "PairCounts",
     "PoissonTable",
+    "RatingOptions",
     "StyleData",
     "StyleFit",
     "battle_count_matrix",
