@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -95,17 +95,41 @@ def rank_upper_bound(lower: NDArray[np.float64], upper: NDArray[np.float64]) -> 
     return np.where(np.isfinite(up), 1 + above, 0).astype(np.int64)
 
 
+def rank_lower_bound(lower: NDArray[np.float64], upper: NDArray[np.float64]) -> NDArray[np.int64]:
+    """1 + the number of other models whose upper bound is at or above this model's lower bound.
+
+    The worst rank the intervals allow; with `rank_upper_bound`, [rank_ub, rank_lb] is the rank
+    spread (rank_ub <= rank_lb). Equal bounds count as possibly better. Models whose bounds are NaN
+    (no battles) get 0, meaning unranked, and do not count for the others.
+    """
+    lo = np.asarray(lower, dtype=np.float64)
+    up = np.asarray(upper, dtype=np.float64)
+    rated = np.isfinite(lo) & np.isfinite(up)
+    ups = np.sort(up[rated])
+    key = np.where(rated, lo, 0.0)
+    at_or_above = ups.size - np.searchsorted(ups, key, side="left")
+    # The model's own upper bound is at or above its lower bound whenever lower <= upper.
+    others = at_or_above - (up >= key)
+    return np.where(rated, 1 + others, 0).astype(np.int64)
+
+
 def predicted_win_rate_matrix(rating: NDArray[np.float64]) -> NDArray[np.float64]:
     """(n, n) matrix of P(row model beats column model) = 1 / (1 + 10^((r_col - r_row) / 400))."""
     r = np.asarray(rating, dtype=np.float64)
     return 1.0 / (1.0 + np.power(10.0, (r[None, :] - r[:, None]) / 400.0))
 
 
+def _no_ranks() -> NDArray[np.int64]:
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Leaderboard:
-    """Ratings of n models (index order), with intervals at `level` and upper-bound ranks.
+    """Ratings of n models (index order), with intervals at `level` and rank bounds.
 
-    Models without battles have NaN rating and bounds and rank_ub 0.
+    Models without battles have NaN rating and bounds and rank_ub = rank_lb = 0. `rank_ub` and
+    `rank_lb` are the best and worst ranks the intervals allow (`rank_upper_bound`,
+    `rank_lower_bound`); `rank_lb` is computed from the bounds when not given.
     `covariance` is the Elo-scale covariance of the ratings (sandwich) and `samples` the Elo-scale
     bootstrap ratings (rounds, n); only the one matching `ci` is set. For style control, `coef`
     holds the style coefficients (log-odds per standard deviation of each covariate) with their
@@ -125,6 +149,13 @@ class Leaderboard:
     coef: NDArray[np.float64] | None = None
     coef_lower: NDArray[np.float64] | None = None
     coef_upper: NDArray[np.float64] | None = None
+    rank_lb: NDArray[np.int64] = field(default_factory=_no_ranks)
+
+    def __post_init__(self) -> None:
+        if self.rank_lb.shape != self.rating.shape:
+            if self.rank_lb.size:
+                raise ValueError("rank_lb must have one entry per model")
+            object.__setattr__(self, "rank_lb", rank_lower_bound(self.lower, self.upper))
 
     def order(self) -> NDArray[np.int64]:
         """Model indices from the highest rating down (unrated models last)."""
@@ -199,16 +230,17 @@ def _finish(
     for arr in (rating, lower, upper):
         arr[~rated] = np.nan
     return Leaderboard(
-        rating,
-        lower,
-        upper,
-        rank_upper_bound(lower, upper),
-        battles,
-        ci,
-        level,
-        fit,
-        covariance,
-        samples,
+        rating=rating,
+        lower=lower,
+        upper=upper,
+        rank_ub=rank_upper_bound(lower, upper),
+        battles=battles,
+        ci=ci,
+        level=level,
+        fit=fit,
+        covariance=covariance,
+        samples=samples,
+        rank_lb=rank_lower_bound(lower, upper),
     )
 
 
@@ -332,4 +364,5 @@ def rate_battles(
         fit.coef.copy(),
         coef_lower,
         coef_upper,
+        board.rank_lb,
     )

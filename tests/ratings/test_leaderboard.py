@@ -10,10 +10,12 @@ import pytest
 
 from ratings import (
     ELO_PER_UNIT,
+    Leaderboard,
     group_battles,
     inverse_pair_weights,
     normal_intervals,
     predicted_win_rate_matrix,
+    rank_lower_bound,
     rank_upper_bound,
     rate_battles,
     rate_pairs,
@@ -36,6 +38,73 @@ def test_rank_upper_bound_counts_models_surely_better() -> None:
     np.testing.assert_array_equal(
         rank_upper_bound(np.array([5.0, 1.0]), np.array([6.0, 5.0])), [1, 1]
     )
+
+
+def test_rank_lower_bound_counts_models_possibly_better() -> None:
+    lower = np.array([10.0, 8.0, 4.0, 1.0, np.nan])
+    upper = np.array([12.0, 11.0, 9.0, 3.0, np.nan])
+    # Model 0 (lower 10) may be passed by model 1 (upper 11); model 1 (lower 8) by 0 and 2
+    # (upper 9); model 2 (lower 4) by 0 and 1, not by 3 (upper 3); model 3 by all three.
+    np.testing.assert_array_equal(rank_lower_bound(lower, upper), [2, 3, 3, 4, 0])
+    # Equal bounds count as possibly better (the opposite of rank_upper_bound's strict test).
+    np.testing.assert_array_equal(
+        rank_lower_bound(np.array([5.0, 1.0]), np.array([6.0, 5.0])), [2, 2]
+    )
+    # A point interval (an anchored model) does not count itself.
+    np.testing.assert_array_equal(
+        rank_lower_bound(np.array([3.0, 3.0, 7.0]), np.array([3.0, 3.0, 8.0])), [3, 3, 1]
+    )
+    np.testing.assert_array_equal(rank_lower_bound(np.full(2, np.nan), np.full(2, np.nan)), [0, 0])
+    assert rank_lower_bound(np.zeros(0), np.zeros(0)).shape == (0,)
+
+
+def test_rank_bounds_bracket_every_model_against_a_direct_count() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 30))
+        mid = np.round(rng.normal(0, 3, n))  # rounded: many exactly equal bounds
+        half = np.round(rng.uniform(0, 4, n))
+        lower, upper = mid - half, mid + half
+        lower[rng.random(n) < 0.2] = np.nan
+        upper[np.isnan(lower)] = np.nan
+        ub, lb = rank_upper_bound(lower, upper), rank_lower_bound(lower, upper)
+        rated = np.isfinite(lower)
+        for k in range(n):
+            others = rated & (np.arange(n) != k)
+            if rated[k]:
+                assert lb[k] == 1 + np.sum(upper[others] >= lower[k])
+                assert ub[k] == 1 + np.sum(lower[others] > upper[k])
+            else:
+                assert ub[k] == lb[k] == 0
+        assert np.all(ub <= lb)
+
+
+def test_leaderboard_fills_in_rank_lb_for_positional_construction() -> None:
+    lower, upper = np.array([1.0, 2.0, np.nan]), np.array([3.0, 4.0, np.nan])
+    board = Leaderboard(
+        np.array([2.0, 3.0, np.nan]),
+        lower,
+        upper,
+        rank_upper_bound(lower, upper),
+        np.array([5, 5, 0]),
+        "sandwich",
+        0.95,
+        rate_battles(*battles(0, n=3, m=100)).fit,
+    )
+    np.testing.assert_array_equal(board.rank_lb, [2, 2, 0])
+    assert board.coef is None
+    with pytest.raises(ValueError, match="rank_lb"):
+        Leaderboard(
+            board.rating,
+            lower,
+            upper,
+            board.rank_ub,
+            board.battles,
+            "sandwich",
+            0.95,
+            board.fit,
+            rank_lb=np.array([1, 2]),
+        )
 
 
 def test_elo_scale_anchor_and_centre() -> None:
@@ -69,6 +138,7 @@ def test_sandwich_board_is_consistent() -> None:
     np.testing.assert_allclose(board.upper - board.rating, half, rtol=1e-6)
     np.testing.assert_allclose(board.rating - board.lower, half, rtol=1e-6)
     np.testing.assert_array_equal(board.rank_ub, rank_upper_bound(board.lower, board.upper))
+    np.testing.assert_array_equal(board.rank_lb, rank_lower_bound(board.lower, board.upper))
     np.testing.assert_array_equal(
         board.battles, np.bincount(a, minlength=6) + np.bincount(b, minlength=6)
     )
@@ -101,6 +171,7 @@ def test_models_without_battles_are_unrated() -> None:
     board = rate_battles(a, b, o, n_models=6)
     assert np.all(np.isnan(board.rating[4:])) and np.all(np.isnan(board.upper[4:]))
     np.testing.assert_array_equal(board.rank_ub[4:], 0)
+    np.testing.assert_array_equal(board.rank_lb[4:], 0)
     np.testing.assert_array_equal(board.battles[4:], 0)
     assert np.nanmean(board.rating) == pytest.approx(1000.0)
     np.testing.assert_allclose(board.rating[:4], rate_battles(a, b, o).rating, atol=1e-6)
@@ -154,6 +225,7 @@ def test_no_battles_at_all_gives_an_unrated_board() -> None:
         board = rate_battles(none, none, none, 3, ci=ci, rounds=5, rng=np.random.default_rng(0))
         assert np.all(np.isnan(board.rating)) and np.all(np.isnan(board.lower))
         np.testing.assert_array_equal(board.rank_ub, 0)
+        np.testing.assert_array_equal(board.rank_lb, 0)
         np.testing.assert_array_equal(board.battles, 0)
 
 
