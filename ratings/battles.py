@@ -293,3 +293,16 @@ def win_rate_matrix(pc: PairCounts, ties: str = "half") -> NDArray[np.float64]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(games > 0, wins / np.where(games > 0, games, 1.0), np.nan)
     return rate.reshape(n, n)
+
+
+def model_win_rates(
+    model_a: ArrayLike, model_b: ArrayLike, outcome: ArrayLike, n_models: int | None = None
+) -> NDArray[np.float64]:
+    """Per model, (wins + ties / 2) / battles over all its battles, a tie or both-bad counting half
+    for each side; NaN for models without battles."""
+    a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
+    score_a = np.array([1.0, 0.0, 0.5, 0.5])[o]
+    points = np.bincount(a, score_a, n) + np.bincount(b, 1.0 - score_a, n)
+    games = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(games > 0, points / np.maximum(games, 1), np.nan).astype(np.float64)

@@ -18,6 +18,7 @@ from ratings import (
     bt_pairwise,
     group_battles,
     inverse_pair_weights,
+    model_win_rates,
     pair_counts,
     reweight_pair_counts,
     win_rate_matrix,
@@ -163,3 +164,29 @@ def test_count_and_win_rate_matrices() -> None:
     assert rate[1, 3] == pytest.approx((wins + ties / 2) / m13.sum())
     decisive = win_rate_matrix(pc, ties="exclude")
     assert decisive[1, 3] == pytest.approx(wins / (m13.sum() - ties))
+
+
+def test_model_win_rates_count_ties_and_both_bad_as_half() -> None:
+    a, b, o = random_battles(6, n=5, m=400)
+    rates = model_win_rates(a, b, o, 7)
+    assert rates.shape == (7,) and np.all(np.isnan(rates[5:]))
+    score = {A_WINS: (1.0, 0.0), B_WINS: (0.0, 1.0), TIE: (0.5, 0.5), BOTH_BAD: (0.5, 0.5)}
+    points, games = np.zeros(7), np.zeros(7)
+    for x, y, z in zip(a.tolist(), b.tolist(), o.tolist(), strict=True):
+        points[x] += score[z][0]
+        points[y] += score[z][1]
+        games[x] += 1
+        games[y] += 1
+    np.testing.assert_allclose(rates[:5], points[:5] / games[:5])
+    # Agrees with the pairwise win-rate matrix weighted by battles.
+    pc = group_battles(a, b, o, 7)
+    counts = battle_count_matrix(pc)
+    by_pair = np.nansum(win_rate_matrix(pc) * counts, axis=1)[:5] / counts.sum(axis=1)[:5]
+    np.testing.assert_allclose(rates[:5], by_pair)
+    # Two hand-made battles: 0 beats 1, then 1 and 2 tie as both bad.
+    np.testing.assert_allclose(
+        model_win_rates(np.array([0, 1]), np.array([1, 2]), np.array([A_WINS, BOTH_BAD]), 4),
+        [1.0, 0.25, 0.5, np.nan],
+    )
+    none = np.array([], dtype=np.int64)
+    assert np.all(np.isnan(model_win_rates(none, none, none, 3)))
