@@ -22,7 +22,7 @@ from .battles import (
     inverse_pair_weights,
     reweight_pair_counts,
 )
-from .bt import BTFit, Ties, bt_pairwise
+from .bt import BTFit, Ties, bt_pairwise, n_extra
 from .style import StyleFit, bootstrap_style, bt_style, sandwich_style, style_data, style_features
 from .uncertainty import bootstrap_pairwise, sandwich_pairwise
 
@@ -270,8 +270,21 @@ def rate_pairs(
     if reweight:
         pc = reweight_pair_counts(pc)
     _warn_if_disconnected(pc.i, pc.j, battles > 0)
-    fit = bt_pairwise(pc, ties=ties, prior=prior)
     n = pc.n_models
+    if ties != "half" and not battles.any():
+        # No battles: nothing to rate, and a tie parameter without data has no estimate at all.
+        n_extra(ties)  # still rejects an unknown tie model
+        if prior < 0:
+            raise ValueError("prior must be non-negative")
+        empty = BTFit(np.zeros(n), math.nan, ties, prior, 0.0, 0)
+        if ci == "sandwich":
+            return _finish(
+                empty.theta, np.zeros((n, n)), None, battles, anchor, center, ci, level, empty
+            )
+        return _finish(
+            empty.theta, None, np.zeros((rounds, n)), battles, anchor, center, ci, level, empty
+        )
+    fit = bt_pairwise(pc, ties=ties, prior=prior)
     if ci == "sandwich":
         cov = sandwich_pairwise(pc, fit)[:n, :n]
         return _finish(fit.theta, cov, None, battles, anchor, center, ci, level, fit)

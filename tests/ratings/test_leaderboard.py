@@ -21,6 +21,7 @@ from ratings import (
     rate_pairs,
     to_elo,
 )
+from ratings.bt import Ties
 from ratings.simulate import simulate_battles
 
 
@@ -219,10 +220,13 @@ def test_reweighting_option() -> None:
     assert np.all((reweighted.upper - reweighted.lower)[:2] > (plain.upper - plain.lower)[:2])
 
 
-def test_no_battles_at_all_gives_an_unrated_board() -> None:
+@pytest.mark.parametrize("ties", ["half", "davidson", "rao-kupper"])
+def test_no_battles_at_all_gives_an_unrated_board(ties: Ties) -> None:
     none = np.array([], dtype=np.int64)
     for ci in ("sandwich", "bootstrap"):
-        board = rate_battles(none, none, none, 3, ci=ci, rounds=5, rng=np.random.default_rng(0))
+        board = rate_battles(
+            none, none, none, 3, ci=ci, rounds=5, rng=np.random.default_rng(0), ties=ties
+        )
         assert np.all(np.isnan(board.rating)) and np.all(np.isnan(board.lower))
         np.testing.assert_array_equal(board.rank_ub, 0)
         np.testing.assert_array_equal(board.rank_lb, 0)
