@@ -1,14 +1,16 @@
-"""From battles to a leaderboard: Elo-scale ratings, 95% intervals, upper-bound ranks.
+"""From battles to a leaderboard: Elo-scale ratings, 95% intervals, rank bounds.
 
-This is the entry point the web service's ratings job calls (`rate_battles`), and `rate_pairs` does
-the same for votes already grouped into pair counts.
+The web service's ratings job calls `rate_arena` (battles plus one `RatingOptions` value);
+`rate_battles` takes the options one by one, and `rate_pairs` does the same for votes already
+grouped into pair counts.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -23,12 +25,13 @@ from .battles import (
     reweight_pair_counts,
 )
 from .bt import BTFit, Ties, bt_pairwise, n_extra
+from .options import CI_METHODS, RatingOptions
 from .style import StyleFit, bootstrap_style, bt_style, sandwich_style, style_data, style_features
 from .uncertainty import bootstrap_pairwise, sandwich_pairwise
 
 # Elo points per natural log-odds unit: base 10, scale 400.
 ELO_PER_UNIT = 400.0 / math.log(10.0)
-CI_METHODS: tuple[str, ...] = ("sandwich", "bootstrap")
+DEFAULT_OPTIONS = RatingOptions()
 
 
 def elo_weights(n: int, anchor: int | None, rated: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -133,7 +136,8 @@ class Leaderboard:
     `covariance` is the Elo-scale covariance of the ratings (sandwich) and `samples` the Elo-scale
     bootstrap ratings (rounds, n); only the one matching `ci` is set. For style control, `coef`
     holds the style coefficients (log-odds per standard deviation of each covariate) with their
-    interval.
+    interval. With the position term, `position_coef` is gamma (natural log-odds gained by the
+    model_a side; NaN if there were no battles) with its interval; None without it.
     """
 
     rating: NDArray[np.float64]
@@ -150,6 +154,9 @@ class Leaderboard:
     coef_lower: NDArray[np.float64] | None = None
     coef_upper: NDArray[np.float64] | None = None
     rank_lb: NDArray[np.int64] = field(default_factory=_no_ranks)
+    position_coef: float | None = None
+    position_lower: float | None = None
+    position_upper: float | None = None
 
     def __post_init__(self) -> None:
         if self.rank_lb.shape != self.rating.shape:
@@ -313,21 +320,23 @@ def rate_battles(
     reweight: bool = False,
     level: float = 0.95,
     workers: int | None = None,
+    position: bool = False,
 ) -> Leaderboard:
     """Leaderboard from battles given as arrays.
 
     `model_a`, `model_b`: model indices in [0, n_models); `outcome`: 0 a wins, 1 b wins, 2 tie,
     3 both bad (see `ratings.battles`). `weights`: optional per-battle weights. With `style_a` and
     `style_b` ((battles, elements) per-side style counts) the fit is style-controlled (ties as half
-    only), with covariates from `style_features` and L2 `penalty` on their coefficients. Other
-    options as in `rate_pairs`.
+    only), with covariates from `style_features` and L2 `penalty` on their coefficients. With
+    `position`, the log-odds also get a constant term gamma for the model_a side (same penalty; ties
+    as half only), with or without style. Other options as in `rate_pairs`.
     """
     _check_options(ci, rng, level, rounds)
     a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
     if reweight:
         rw = inverse_pair_weights(a, b, n)
         weights = rw if weights is None else rw * np.asarray(weights, dtype=np.float64)
-    if style_a is None and style_b is None:
+    if style_a is None and style_b is None and not position:
         pc = group_battles(a, b, o, n, weights)
         return rate_pairs(
             pc,
@@ -341,14 +350,22 @@ def rate_battles(
             level=level,
             workers=workers,
         )
-    if style_a is None or style_b is None:
+    style = style_a is not None or style_b is not None
+    if style and (style_a is None or style_b is None):
         raise ValueError("style control needs both style_a and style_b")
     if ties != "half":
-        raise ValueError("style control supports ties='half' only")
+        what = "style control" if style else "the position term"
+        raise ValueError(f"{what} supports ties='half' only")
+    if prior <= 0:
+        raise ValueError("style control and the position term need prior > 0")
     battles = (np.bincount(a, minlength=n) + np.bincount(b, minlength=n)).astype(np.int64)
     _check_anchor(anchor, battles)
     _warn_if_disconnected(a, b, battles > 0)
-    data = style_data(a, b, o, style_features(style_a, style_b), n, weights)
+    if style_a is not None and style_b is not None:
+        features = style_features(style_a, style_b)
+    else:
+        features = np.zeros((a.size, 0))
+    data = style_data(a, b, o, features, n, weights, position=position)
     fit = bt_style(data, prior=prior, penalty=penalty)
     kept = ~fit.dropped
     coef_lower = np.zeros(kept.size)
@@ -363,19 +380,67 @@ def rate_battles(
         lo, up = percentile_intervals(boot[:, n:], level)
         board = _finish(fit.theta, None, boot[:, :n], battles, anchor, center, ci, level, fit)
     coef_lower[kept], coef_upper[kept] = lo, up
-    return Leaderboard(
-        board.rating,
-        board.lower,
-        board.upper,
-        board.rank_ub,
-        board.battles,
-        ci,
-        level,
-        fit,
-        board.covariance,
-        board.samples,
-        fit.coef.copy(),
-        coef_lower,
-        coef_upper,
-        board.rank_lb,
+    n_style = kept.size - int(position)
+    gamma = gamma_lower = gamma_upper = None
+    if position:
+        gamma = fit.position_coef
+        fitted = bool(kept[-1])
+        gamma_lower = float(coef_lower[-1]) if fitted else math.nan
+        gamma_upper = float(coef_upper[-1]) if fitted else math.nan
+    return replace(
+        board,
+        coef=fit.coef[:n_style].copy() if style else None,
+        coef_lower=coef_lower[:n_style] if style else None,
+        coef_upper=coef_upper[:n_style] if style else None,
+        position_coef=gamma,
+        position_lower=gamma_lower,
+        position_upper=gamma_upper,
+    )
+
+
+def rate_arena(
+    model_a: ArrayLike,
+    model_b: ArrayLike,
+    outcome: ArrayLike,
+    n_models: int,
+    *,
+    options: RatingOptions = DEFAULT_OPTIONS,
+    style_a: ArrayLike | None = None,
+    style_b: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    rng: np.random.Generator | None = None,
+) -> Leaderboard:
+    """The leaderboard of one snapshot: battles plus a `RatingOptions` value.
+
+    Arrays as in `rate_battles`. With style counts the fit is style-controlled, plus the position
+    term if `options.position`; without them and with `options.position`, the position term alone
+    (the style fit with only the constant column); with neither, the grouped Bradley–Terry fit of
+    `rate_pairs`. Ratings are centred on `options.center`. `ci="bootstrap"` needs `rng`, which the
+    caller builds as `np.random.default_rng(options.seed)` so that a snapshot can be recomputed.
+    No battles give an unrated board; models without battles are unrated (NaN).
+    """
+    if not isinstance(options, RatingOptions):
+        raise TypeError(f"options must be a RatingOptions, got {type(options).__name__}")
+    if options.ci == "bootstrap" and rng is None:
+        raise ValueError(
+            "ci='bootstrap' needs an explicit rng: np.random.default_rng(options.seed)"
+        )
+    return rate_battles(
+        model_a,
+        model_b,
+        outcome,
+        n_models,
+        weights=weights,
+        style_a=style_a,
+        style_b=style_b,
+        center=options.center,
+        ci=options.ci,
+        rounds=options.rounds,
+        rng=rng,
+        ties=cast(Ties, options.ties),  # validated by RatingOptions
+        prior=options.prior,
+        penalty=options.penalty,
+        reweight=options.reweight,
+        level=options.level,
+        position=options.position,
     )

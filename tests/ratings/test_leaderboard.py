@@ -93,7 +93,7 @@ def test_leaderboard_fills_in_rank_lb_for_positional_construction() -> None:
         rate_battles(*battles(0, n=3, m=100)).fit,
     )
     np.testing.assert_array_equal(board.rank_lb, [2, 2, 0])
-    assert board.coef is None
+    assert board.position_coef is None and board.coef is None
     with pytest.raises(ValueError, match="rank_lb"):
         Leaderboard(
             board.rating,
