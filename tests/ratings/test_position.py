@@ -27,7 +27,7 @@ from ratings import (
     style_loglik,
     style_score,
 )
-from ratings.simulate import simulate_battles, simulate_style_battles
+from ratings.simulate import random_pairs, simulate_battles, simulate_style_battles
 
 BETA = np.array([0.8, 0.3, 0.2, 0.1])
 
@@ -212,6 +212,28 @@ def test_without_a_side_bias_the_position_term_changes_little() -> None:
     assert np.abs(on.rating - off.rating).max() < 0.05 * half_off.min()
     np.testing.assert_allclose((on.upper - on.lower) / 2 / half_off, 1.0, atol=0.02)
     np.testing.assert_array_equal(on.rank_ub, off.rank_ub)
+
+
+def test_a_model_always_on_the_left_is_overrated_without_the_term() -> None:
+    """The case the term is for: when one model's sides are not balanced, the plain fit credits
+    it with the side bias; the position fit does not."""
+    rng = np.random.default_rng(14)
+    theta, gamma = rng.normal(0.0, 0.6, 6), 0.3
+    a, b = random_pairs(6, 30_000, rng)
+    left = b == 0  # model 0 always shown as model_a
+    a, b = np.where(left, b, a), np.where(left, a, b)
+    a, b, o = simulate_battles(theta, 0, rng, 0.3, model_a=a, model_b=b, position=gamma)
+    truth = theta - theta.mean()
+    errors = {}
+    for position in (False, True):
+        board = rate_arena(a, b, o, 6, options=RatingOptions(position=position))
+        errors[position] = (board.rating - board.rating.mean()) / ELO_PER_UNIT - truth
+        half = (board.upper - board.lower)[0] / 2 / ELO_PER_UNIT
+        covered = abs(errors[position][0]) < half
+        assert covered == position  # only the position fit's interval covers model 0's truth
+    # Model 0 takes most of gamma (the rest is spread over the others by the centring).
+    assert errors[False][0] > 0.6 * gamma
+    assert np.abs(errors[True]).max() < 0.05
 
 
 def test_swapping_sides_flips_gamma_and_keeps_the_ratings() -> None:
