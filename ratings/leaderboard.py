@@ -137,7 +137,8 @@ class Leaderboard:
     bootstrap ratings (rounds, n); only the one matching `ci` is set. For style control, `coef`
     holds the style coefficients (log-odds per standard deviation of each covariate) with their
     interval. With the position term, `position_coef` is gamma (natural log-odds gained by the
-    model_a side; NaN if there were no battles) with its interval; None without it.
+    model_a side) with its interval; None without the term, NaN when it was left out (no battles,
+    or sides confounded with the models: see `ratings.style.sides_confounded`).
     """
 
     rating: NDArray[np.float64]

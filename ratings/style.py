@@ -16,9 +16,13 @@ which makes the reference code return 1000 for every model.
 
 Position. With `position=True`, `style_data` appends a constant column of 1s, so that the log-odds
 gain a term gamma: gamma > 0 means the side shown as model_a (the left side in the arena) is
-favoured. The column is not z-scored (gamma is in natural log-odds units per battle), carries the
-same L2 penalty as the style coefficients, and is exempt from the zero-variance drop: a constant is
-informative as soon as there is a battle, since the model strengths are differences.
+favoured. The column is not z-scored (gamma is in natural log-odds units per battle) and carries the
+same L2 penalty as the style coefficients. It is exempt from the zero-variance drop, since the
+strengths enter as differences, but not from a drop of its own: when the sides are confounded with
+the models (some v has v_a - v_b = 1 for every battle, as whenever the battle graph is a forest),
+the constant is a combination of the strength columns, gamma is identified only by the prior and
+the penalty, and the sandwich would report that direction as certain. The column is then dropped
+(with a warning), as it is when there are no battles.
 
 Battles cannot be grouped here (each has its own covariates), so the fit works on the battles
 directly, with the same Newton / sandwich / chord-bootstrap machinery as the grouped fit.
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse import csr_matrix
+from scipy.sparse import csgraph, csr_matrix
 from scipy.special import expit
 
 from .battles import _check_battles
@@ -94,7 +98,7 @@ class StyleFit:
     @property
     def position_coef(self) -> float | None:
         """gamma, the log-odds gain of model_a's side; None without the position term, NaN when it
-        could not be fitted (no battles)."""
+        was left out (no battles, or sides confounded with the models)."""
         if not self.position:
             return None
         return float("nan") if self.dropped[-1] else float(self.coef[-1])
@@ -146,6 +150,42 @@ def _softplus(z: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
+def sides_confounded(a: NDArray[np.int64], b: NDArray[np.int64], n: int) -> bool:
+    """Whether some v has v_a - v_b = 1 for every battle (a, b).
+
+    Then the constant position column equals the strength columns times v: the side bias cannot be
+    told apart from the strengths. Exact (integer) check: a pair played both ways round rules it
+    out; otherwise potentials along a spanning forest of the battle graph are the only candidate.
+    """
+    if a.size == 0:
+        return True
+    keys = np.sort(a * n + b)  # sorted and deduplicated (faster than np.unique here)
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    pa, pb = keys // n, keys % n
+    if np.intersect1d(keys, pb * n + pa, assume_unique=True).size:
+        return False
+    graph = csr_matrix((np.ones(keys.size), (pa, pb)), shape=(n, n))
+    undirected = (graph + graph.T).tocsr()
+    v = np.zeros(n, dtype=np.int64)
+    seen = np.zeros(n, dtype=bool)
+    for root in np.unique(np.concatenate([pa, pb])).tolist():
+        if seen[root]:
+            continue
+        order, pred = csgraph.breadth_first_order(
+            undirected, root, directed=False, return_predecessors=True
+        )
+        seen[order] = True
+        nodes = order[1:]
+        parents = pred[nodes]
+        # A battle (parent, node) asks v_node = v_parent - 1; (node, parent) the opposite.
+        tree_keys = parents * n + nodes
+        at = np.minimum(np.searchsorted(keys, tree_keys), keys.size - 1)
+        step = np.where(keys[at] == tree_keys, -1, 1)
+        for node, parent, d in zip(nodes.tolist(), parents.tolist(), step.tolist(), strict=True):
+            v[node] = v[parent] + d  # breadth-first order: the parent is already set
+    return bool(np.all(v[pa] - v[pb] == 1))
+
+
 def style_data(
     model_a: ArrayLike,
     model_b: ArrayLike,
@@ -160,7 +200,8 @@ def style_data(
 
     `features` may have zero columns. With `position=True` a constant column of 1s is appended
     after them: its coefficient is the log-odds gain of the model_a side. It is exempt from the
-    zero-variance drop and is dropped (silently) only when there are no battles.
+    zero-variance drop; it is dropped when the sides are confounded with the models
+    (`sides_confounded`, with a warning) and, silently, when there are no battles.
     """
     a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
     x = np.asarray(features, dtype=np.float64)
@@ -182,7 +223,15 @@ def style_data(
         )
     if position:
         x = np.column_stack([x, np.ones(a.size)])
-        dropped = np.append(dropped, a.size == 0)
+        confounded = sides_confounded(a, b, n)
+        if confounded and a.size:
+            warnings.warn(
+                "the sides are confounded with the models (the model_a side of every battle is "
+                "explained by the strengths alone), so the side bias cannot be estimated: the "
+                "position term is left out",
+                stacklevel=2,
+            )
+        dropped = np.append(dropped, confounded)
     xt = np.ascontiguousarray(x[:, ~dropped].T)
     return StyleData(a, b, _SCORE[o], xt, w, n, dropped, position)
 

@@ -28,6 +28,7 @@ from ratings import (
     style_score,
 )
 from ratings.simulate import random_pairs, simulate_battles, simulate_style_battles
+from ratings.style import sides_confounded
 
 BETA = np.array([0.8, 0.3, 0.2, 0.1])
 
@@ -70,6 +71,52 @@ def test_style_data_appends_a_constant_column_exempt_from_the_drop() -> None:
         empty = style_data(none, none, none, no_style(0), 3, position=True)
     np.testing.assert_array_equal(empty.dropped, [True])
     assert empty.n_coef == 0
+
+
+def test_sides_confounded_agrees_with_least_squares() -> None:
+    """Confounded means the constant column lies in the span of the strength columns."""
+    rng = np.random.default_rng(15)
+    seen = set()
+    for _ in range(300):
+        n = int(rng.integers(2, 7))
+        m = int(rng.integers(1, 9))
+        a, b = random_pairs(n, m, rng)
+        design = np.zeros((m, n))
+        design[np.arange(m), a] = 1.0
+        design[np.arange(m), b] = -1.0
+        v = np.linalg.lstsq(design, np.ones(m), rcond=None)[0]
+        expected = bool(np.allclose(design @ v, 1.0, atol=1e-9))
+        assert sides_confounded(a, b, n) == expected, (a, b)
+        seen.add(expected)
+    assert seen == {False, True}
+    # A path played always the same way round; then one battle the other way round.
+    assert sides_confounded(np.array([0, 1, 2, 0]), np.array([1, 2, 3, 1]), 4)
+    assert not sides_confounded(np.array([0, 1, 2, 1]), np.array([1, 2, 3, 0]), 4)
+    # Cycles: v = (2, 1, 0, 1) fits 0>1, 1>2, 3>2, 0>3; no v fits a triangle 0>1, 1>2, 0>2.
+    assert sides_confounded(np.array([0, 1, 3, 0]), np.array([1, 2, 2, 3]), 4)
+    assert not sides_confounded(np.array([0, 1, 0]), np.array([1, 2, 2]), 3)
+
+
+def test_confounded_sides_leave_the_position_term_out() -> None:
+    """A path of models, each pair always played the same way round: the side bias and the
+    strengths cannot be told apart, so gamma is NaN and the board is the plain one."""
+    rng = np.random.default_rng(16)
+    a, b = np.repeat([0, 1, 2], 200), np.repeat([1, 2, 3], 200)
+    a, b, o = simulate_battles(rng.normal(0, 0.6, 4), 0, rng, model_a=a, model_b=b, position=0.3)
+    with pytest.warns(UserWarning, match="confounded"):
+        board = rate_arena(a, b, o, 4)
+    plain = rate_arena(a, b, o, 4, options=RatingOptions(position=False))
+    assert board.position_coef is not None and np.isnan(board.position_coef)
+    assert board.position_upper is not None and np.isnan(board.position_upper)
+    np.testing.assert_allclose(board.rating, plain.rating, atol=1e-9)
+    np.testing.assert_allclose(board.upper, plain.upper, atol=1e-9)
+    # Once the sides vary, gamma is estimated again, without a warning.
+    a2, b2, o2 = swap(a[:50], b[:50], o[:50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a3, b3, o3 = (np.concatenate(pair) for pair in ((a, a2), (b, b2), (o, o2)))
+        mixed = rate_arena(a3, b3, o3, 4)
+    assert mixed.position_coef is not None and np.isfinite(mixed.position_coef)
 
 
 @pytest.mark.parametrize("with_style", [False, True])
