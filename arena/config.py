@@ -11,14 +11,17 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from arena.errors import ConfigError
+from ratings import RatingOptions
 
 DEFAULT_CONFIG = "arena.toml"
+# Used when neither ARENA_CONFIG nor ./arena.toml exists: the demo models, shipped in the wheel.
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo.toml"
 DEFAULT_DATABASE_URL = "sqlite:///arena.db"
 ThinkTags = Literal["auto", "opened", "off"]
 _THINK_TAGS = ("auto", "opened", "off")
@@ -79,8 +82,11 @@ class Settings:
         except ValueError:
             raise ConfigError(f"ARENA_PORT must be a port number, got {port_text!r}") from None
         salt = env.get("ARENA_IP_SALT")
+        config_path = Path(env.get("ARENA_CONFIG", DEFAULT_CONFIG))
+        if "ARENA_CONFIG" not in env and not config_path.exists():
+            config_path = DEMO_CONFIG
         return cls(
-            config_path=Path(env.get("ARENA_CONFIG", DEFAULT_CONFIG)),
+            config_path=config_path,
             database_url=env.get("ARENA_DATABASE_URL", DEFAULT_DATABASE_URL),
             host=env.get("ARENA_HOST", "127.0.0.1"),
             port=port,
@@ -88,14 +94,71 @@ class Settings:
         )
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A field that is also a configuration setting: the one declaration behind parsing,
+    `arena settings` and docs/configuration.md (tests/test_config.py checks the docs)."""
+    meta = {"help": help, "minimum": minimum, "above": above, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds. `between_tokens` bounds the gap between two streamed chunks."""
 
-    connect: float = 10.0
-    first_token: float = 60.0
-    between_tokens: float = 30.0
-    total: float = 600.0
+    connect: float = setting(10.0, "seconds to open a connection to an endpoint", above=0)
+    first_token: float = setting(60.0, "seconds until the first token, reasoning included", above=0)
+    between_tokens: float = setting(30.0, "longest silence once streaming, in seconds", above=0)
+    total: float = setting(600.0, "seconds for a whole answer", above=0)
+
+
+@dataclass(frozen=True)
+class RatingsConfig:
+    """The ratings job: which votes count and how often it runs (docs/leaderboard.md)."""
+
+    interval_minutes: float = setting(
+        10.0, "minutes between ratings runs inside `arena serve`; 0 turns the job off", minimum=0
+    )
+    include_imported: bool = setting(True, "count votes brought in by `arena import`")
+    dedup_top_fraction: float = setting(
+        0.005, "prompts among this top fraction by frequency are capped", minimum=0
+    )
+    dedup_max_per_prompt: int = setting(
+        10, "votes a capped prompt may contribute at most", minimum=1
+    )
+    language_min_votes: int = setting(
+        500, "counted votes a language needs to become a leaderboard category", minimum=1
+    )
+    long_prompt_chars: int = setting(
+        2000, "a prompt longer than this many characters is in the `long` category", minimum=1
+    )
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig:
+    """What the leaderboard tab and the export API show."""
+
+    min_votes: int = setting(
+        300, "a model with fewer counted votes is marked preliminary", minimum=0
+    )
+    cache_seconds: int = setting(
+        60, "Cache-Control max-age of the export API's responses", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The research export (`GET /api/v1/battles`, `arena export battles`)."""
+
+    include_content: bool = setting(False, "include prompts and answers in the battle export")
+    page_size: int = setting(1000, "rows per page of the battle export by default", minimum=1)
+    max_page_size: int = setting(10000, "largest `limit` a client may ask for", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -115,20 +178,34 @@ class ModelEntry:
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     unreleased: bool = False
+    retired: bool = False
     weight: float = 1.0
     think_tags: ThinkTags = "auto"
+
+    @property
+    def drawable(self) -> bool:
+        """Drawn for new battles: a retired model keeps its ratings but fights no more."""
+        return self.weight > 0 and not self.retired
 
 
 @dataclass(frozen=True)
 class ArenaConfig:
     models: tuple[ModelEntry, ...]
-    title: str = "Arena"
-    max_turns: int = 3
-    max_prompt_chars: int = 8000
-    max_concurrent_events: int = 1000
-    abandon_after_minutes: float = 120.0
-    demo: bool = False
+    title: str = setting("Arena", "page title")
+    max_turns: int = setting(3, "prompts per battle, the first included", minimum=1)
+    max_prompt_chars: int = setting(8000, "longest prompt accepted, in characters", minimum=1)
+    max_concurrent_events: int = setting(
+        1000, "Gradio events (battles, votes) served at once", minimum=1
+    )
+    abandon_after_minutes: float = setting(
+        120.0, "unvoted battles untouched this long are marked abandoned", above=0
+    )
+    demo: bool = setting(False, "demo mode: shows the demo banner; demo battles count")
     timeouts: Timeouts = Timeouts()
+    ratings: RatingsConfig = RatingsConfig()
+    leaderboard: LeaderboardConfig = LeaderboardConfig()
+    export: ExportConfig = ExportConfig()
+    rating_options: RatingOptions = field(default_factory=RatingOptions)
     source: str = "<memory>"
 
     def model(self, name: str) -> ModelEntry:
@@ -136,6 +213,59 @@ class ArenaConfig:
             if entry.name == name:
                 return entry
         raise KeyError(name)
+
+    def find(self, name: str) -> ModelEntry | None:
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        return None
+
+
+# Sections of arena.toml and the dataclass each one fills; [arena] fills ArenaConfig itself.
+SECTIONS: dict[str, type] = {
+    "arena": ArenaConfig,
+    "timeouts": Timeouts,
+    "ratings": RatingsConfig,
+    "leaderboard": LeaderboardConfig,
+    "export": ExportConfig,
+}
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    section: str
+    name: str
+    default: Any
+    help: str
+
+
+def settings_table() -> list[SettingInfo]:
+    """Every setting of arena.toml, in file order: for `arena settings` and the docs test."""
+    out = []
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if "help" in f.metadata:
+                out.append(SettingInfo(section, f.name, f.default, f.metadata["help"]))
+    return out
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else f"{value:g}"
+
+
+def settings_markdown() -> str:
+    """One table per section: what docs/configuration.md shows (a test keeps them equal)."""
+    out: list[str] = []
+    section = None
+    for s in settings_table():
+        if s.section != section:
+            section = s.section
+            out += ["", f"`[{section}]`", "", "| setting | default | meaning |"]
+            out.append("| --- | --- | --- |")
+        out.append(f"| `{s.name}` | `{_toml(s.default)}` | {s.help} |")
+    return "\n".join(out).strip() + "\n"
 
 
 class _Where:
@@ -182,13 +312,6 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds if not (k is int and float in kinds))
 
 
-def _positive(where: _Where, table: Mapping[str, Any], key: str, default: float) -> float:
-    value = float(_get(where, table, key, (int, float), default))
-    if not math.isfinite(value) or value <= 0:
-        raise where.fail(key, f"must be a number > 0, got {table.get(key)!r}")
-    return value
-
-
 def _endpoint(where: _Where, raw: Any, index: int, environ: Mapping[str, str]) -> Endpoint:
     if not isinstance(raw, dict):
         raise where.fail(f"endpoints[{index}]", "must be a table with base_url and model")
@@ -233,6 +356,7 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
             "endpoints",
             "params",
             "unreleased",
+            "retired",
             "weight",
             "think_tags",
         },
@@ -267,9 +391,49 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         description=_get(where, raw, "description", str, ""),
         params=params,
         unreleased=_get(where, raw, "unreleased", bool, False),
+        retired=_get(where, raw, "retired", bool, False),
         weight=weight,
         think_tags=think_tags,
     )
+
+
+def _setting_value(where: _Where, table: Mapping[str, Any], f: Any) -> Any:
+    kind = type(f.default)
+    kinds: tuple[type, ...] = (int, float) if kind is float else (kind,)
+    value = _get(where, table, f.name, kinds, f.default)
+    meta = f.metadata
+    if kind is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise where.fail(f.name, f"must be a finite number, got {table.get(f.name)!r}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise where.fail(f.name, f"must be at least {meta['minimum']:g}, got {value!r}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise where.fail(f.name, f"must be a number > {meta['above']:g}, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise where.fail(f.name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+    return value
+
+
+def _section(
+    source: str, data: Mapping[str, Any], name: str, extra: frozenset[str] = frozenset()
+) -> Any:
+    """Parse one [section] of settings into the values its dataclass declares."""
+    table = _get(_Where(source), data, name, dict, {})
+    where = _Where(source, f"[{name}]")
+    declared = [f for f in fields(SECTIONS[name]) if "help" in f.metadata]
+    _check_keys(where, table, {f.name for f in declared} | extra)
+    return {f.name: _setting_value(where, table, f) for f in declared}
+
+
+def _rating_options(source: str, data: Mapping[str, Any]) -> RatingOptions:
+    raw = data.get("ratings", {}).get("options", {})
+    if not isinstance(raw, dict):
+        raise _Where(source, "[ratings]").fail("options", "must be a table ([ratings.options])")
+    try:
+        return RatingOptions.from_dict(raw)
+    except ValueError as err:
+        raise ConfigError(f"{source}: [ratings.options]: {err}") from None
 
 
 def parse_config(
@@ -277,41 +441,8 @@ def parse_config(
 ) -> ArenaConfig:
     env = os.environ if environ is None else environ
     top = _Where(source)
-    _check_keys(top, data, {"arena", "timeouts", "models"})
-    arena = _get(top, data, "arena", dict, {})
-    where = _Where(source, "[arena]")
-    _check_keys(
-        where,
-        arena,
-        {
-            "title",
-            "max_turns",
-            "max_prompt_chars",
-            "max_concurrent_events",
-            "abandon_after_minutes",
-            "demo",
-        },
-    )
-    max_turns = _get(where, arena, "max_turns", int, 3)
-    if max_turns < 1:
-        raise where.fail("max_turns", f"must be at least 1, got {max_turns}")
-    max_chars = _get(where, arena, "max_prompt_chars", int, 8000)
-    if max_chars < 1:
-        raise where.fail("max_prompt_chars", f"must be at least 1, got {max_chars}")
-    max_events = _get(where, arena, "max_concurrent_events", int, 1000)
-    if max_events < 1:
-        raise where.fail("max_concurrent_events", f"must be at least 1, got {max_events}")
-    abandon_after = _positive(where, arena, "abandon_after_minutes", 120.0)
-    t_raw = _get(top, data, "timeouts", dict, {})
-    where_t = _Where(source, "[timeouts]")
-    _check_keys(where_t, t_raw, {"connect", "first_token", "between_tokens", "total"})
-    d = Timeouts()
-    timeouts = Timeouts(
-        connect=_positive(where_t, t_raw, "connect", d.connect),
-        first_token=_positive(where_t, t_raw, "first_token", d.first_token),
-        between_tokens=_positive(where_t, t_raw, "between_tokens", d.between_tokens),
-        total=_positive(where_t, t_raw, "total", d.total),
-    )
+    _check_keys(top, data, {*SECTIONS, "models"})
+    arena = _section(source, data, "arena")
     models_raw = _get(top, data, "models", list)
     models = tuple(_model(source, raw, i, env) for i, raw in enumerate(models_raw))
     seen: set[str] = set()
@@ -319,17 +450,18 @@ def parse_config(
         if m.name in seen:
             raise ConfigError(f"{source}: models[{i}] ({m.name!r}): field 'name': duplicate name")
         seen.add(m.name)
-    if sum(1 for m in models if m.weight > 0) < 2:
-        raise top.fail("models", "a battle needs at least two models with weight > 0")
+    if sum(1 for m in models if m.drawable) < 2:
+        raise top.fail(
+            "models", "a battle needs at least two models with weight > 0 that are not retired"
+        )
     return ArenaConfig(
         models=models,
-        title=_get(where, arena, "title", str, "Arena"),
-        max_turns=max_turns,
-        max_prompt_chars=max_chars,
-        max_concurrent_events=max_events,
-        abandon_after_minutes=abandon_after,
-        demo=_get(where, arena, "demo", bool, False),
-        timeouts=timeouts,
+        **arena,
+        timeouts=Timeouts(**_section(source, data, "timeouts")),
+        ratings=RatingsConfig(**_section(source, data, "ratings", frozenset({"options"}))),
+        leaderboard=LeaderboardConfig(**_section(source, data, "leaderboard")),
+        export=ExportConfig(**_section(source, data, "export")),
+        rating_options=_rating_options(source, data),
         source=source,
     )
 

@@ -26,7 +26,7 @@ class Router:
         Drawing the second from what is left favours no position once the pair is
         shuffled, so neither side carries a hint.
         """
-        pool = [m for m in self.config.models if m.weight > 0]
+        pool = [m for m in self.config.models if m.drawable]
         if len(pool) < 2:
             raise NotEnoughModels("Fewer than two models are available right now.")
         first = self.rng.choices(pool, weights=[m.weight for m in pool])[0]

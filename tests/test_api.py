@@ -41,7 +41,7 @@ def test_cli_db_upgrade_then_check(tmp_path: Path) -> None:
     env = {
         "ARENA_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "PATH": "/usr/bin:/bin",
-        "ARENA_CONFIG": str(ROOT / "arena.toml"),
+        "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml"),
     }
     up = subprocess.run(
         [sys.executable, "-m", "arena", "db", "upgrade"],

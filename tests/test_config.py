@@ -41,7 +41,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_config_loads() -> None:
-    config = load_config(ROOT / "arena.toml")
+    config = load_config(ROOT / "arena" / "demo.toml")
     assert len(config.models) >= 4 and config.demo
 
 
@@ -142,3 +142,31 @@ def test_cli_fails_at_start_with_one_message(tmp_path: Path) -> None:
         f"arena: error: {path}: models[1] ('two'): field 'weight': must be a number, got 'x'"
     ]
     assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md shows exactly the settings arena/config.py declares."""
+    from dataclasses import fields
+
+    from arena.config import settings_markdown
+    from ratings import RatingOptions
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert settings_markdown() in doc
+    for f in fields(RatingOptions):
+        assert f"| `{f.name}` |" in doc, f.name
+
+
+def test_new_sections_parse_and_fail_by_name(tmp_path: Path) -> None:
+    text = GOOD + '\n[ratings]\ninterval_minutes = 0\n[ratings.options]\nci = "bootstrap"\n'
+    config = load_config(write(tmp_path, text), environ={"TWO_API_KEY": "k"})
+    assert config.ratings.interval_minutes == 0 and config.rating_options.ci == "bootstrap"
+    for bad, where in [
+        ("[ratings]\ninterval_minutes = -1\n", "[ratings]: field 'interval_minutes'"),
+        ("[export]\npage_size = true\n", "[export]: field 'page_size'"),
+        ("[leaderboard]\nmin_vote = 3\n", "[leaderboard]: field 'min_vote': unknown"),
+        ('[ratings.options]\nci = "guess"\n', "[ratings.options]"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, GOOD + "\n" + bad), environ={"TWO_API_KEY": "k"})
+        assert where in str(info.value), str(info.value)

@@ -41,7 +41,7 @@ def chat_text(messages: list) -> str:
 
 @pytest.fixture
 def demo_registry(demo_url: str) -> dict:
-    return demo_config_data(demo_url, DEMO_MODELS)
+    return demo_config_data(demo_url, DEMO_MODELS, max_turns=2)
 
 
 def test_full_battle(arena_server, demo_registry: dict, database_url: str) -> None:  # type: ignore[no-untyped-def]
