@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from arena.categories import CategoryRules, RuleTagger, Tagger
 from arena.config import ArenaConfig, ModelEntry
 from arena.errors import BattleNotFound, ProviderError, TurnRejected, VoteRejected
 from arena.lifecycle import BattleState, Outcome, Side
@@ -217,11 +218,21 @@ def names_itself(entry: ModelEntry, text: str) -> bool:
 
 
 class BattleService:
-    def __init__(self, store: Store, router: Router, config: ArenaConfig, ip_salt: bytes) -> None:
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        config: ArenaConfig,
+        ip_salt: bytes,
+        tagger: Tagger | None = None,
+    ) -> None:
         self.store = store
         self.router = router
         self.config = config
         self._salt = ip_salt
+        self.tagger = tagger or RuleTagger(
+            CategoryRules(long_prompt_chars=config.ratings.long_prompt_chars)
+        )
 
     def ip_hash(self, ip: str | None) -> str | None:
         if not ip:
@@ -247,8 +258,16 @@ class BattleService:
         battle_id = str(uuid.uuid4())
         await asyncio.to_thread(self.store.touch_voter, voter.id, self.ip_hash(voter.ip))
         flags = {"demo": True} if self.config.demo else {}
+        tags = await asyncio.to_thread(self.tagger.tag, text)
         battle = await asyncio.to_thread(
-            self.store.create_battle, battle_id, voter.id, model_a.name, model_b.name, text, flags
+            self.store.create_battle,
+            battle_id,
+            voter.id,
+            model_a.name,
+            model_b.name,
+            text,
+            flags,
+            tags,
         )
         async for view in self._run_turn(battle, 1, text, []):
             yield view
@@ -260,6 +279,13 @@ class BattleService:
         battle = await asyncio.to_thread(self.store.battle, battle_id)
         if battle.voter_id is not None and battle.voter_id != voter.id:
             raise TurnRejected("This battle belongs to another session.")
+        if any(self.config.find(battle.model(side)) is None for side in Side):
+            # The registry changed since the battle began: the answers so far can still be
+            # voted on, but the missing model cannot answer again.
+            raise TurnRejected(
+                "One of the models in this battle is no longer available, so it takes no "
+                "follow-ups. Vote on the answers so far, or start a new battle."
+            )
         rows = await asyncio.to_thread(self.store.messages, battle_id)
         turn = await asyncio.to_thread(
             self.store.begin_turn, battle_id, text, self.config.max_turns
@@ -303,15 +329,16 @@ class BattleService:
             side_progress.finish(error)
             changed.set()
 
-        tasks = []
-        for side in Side:
-            entry = self.config.model(battle.model(side))
-            messages = (*_history(rows, side), ChatMessage(role="user", content=prompt))
-            request = ChatRequest(messages=messages, params=dict(entry.params))
-            provider = self.router.provider(entry)
-            tasks.append(asyncio.create_task(pump(side, provider, request)))
+        tasks: list[asyncio.Task[None]] = []
         finished = False
         try:
+            # Set-up inside the try: whatever fails here still abandons the battle below.
+            for side in Side:
+                entry = self.config.model(battle.model(side))
+                messages = (*_history(rows, side), ChatMessage(role="user", content=prompt))
+                request = ChatRequest(messages=messages, params=dict(entry.params))
+                provider = self.router.provider(entry)
+                tasks.append(asyncio.create_task(pump(side, provider, request)))
             yield view(BattleState.ANSWERING)
             while not all(p.done for p in progress.values()):
                 with contextlib.suppress(TimeoutError):
@@ -323,7 +350,7 @@ class BattleService:
             leaks = {
                 side.value
                 for side, p in progress.items()
-                if names_itself(self.config.model(p.model), p.content)
+                if (found := self.config.find(p.model)) and names_itself(found, p.content)
             }
             earlier = set(battle.flags.get("identity_leak", []))
             flags = {"identity_leak": sorted(leaks | earlier)} if leaks else None

@@ -28,6 +28,9 @@ def _in(column: str, values: Any) -> str:
 
 Time = sa.DateTime(timezone=True)
 
+# Per-side numeric columns of a battle (`tokens_a`, `tokens_b`, ...); see `battles` below.
+STYLE_COLUMNS = ("tokens", "length", "headers", "lists", "bold")
+
 meta = sa.Table(
     "meta",
     metadata,
@@ -57,8 +60,20 @@ battles = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("turns", sa.Integer, nullable=False, server_default="0"),
     sa.Column("flags", sa.JSON, nullable=False),
+    # 'arena' for battles played here, 'import' for votes brought in by `arena import`.
+    sa.Column("source", sa.String(16), nullable=False, server_default="arena"),
+    # Imported rows may come from non-anonymous battles; the ratings leave those out.
+    sa.Column("anony", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("categories", sa.JSON),  # list of tags, arena.categories
+    sa.Column("language", sa.String(16)),
+    # Hash of the normalised first prompt, for the ratings' prompt deduplication.
+    sa.Column("prompt_hash", sa.String(32)),
+    # Per side, summed over turns: completion tokens (reasoning included: the compute spent) and
+    # the answer's style counts for style control (visible tokens, headers, list items, bold).
+    *[sa.Column(f"{name}_{side}", sa.Integer) for name in STYLE_COLUMNS for side in ("a", "b")],
     sa.CheckConstraint(_in("status", BattleState), name="status"),
     sa.CheckConstraint("model_a <> model_b", name="distinct_models"),
+    sa.CheckConstraint("source IN ('arena', 'import')", name="source"),
     sa.Index("ix_battles_created_at", "created_at"),
 )
 
@@ -115,6 +130,46 @@ votes = sa.Table(
     sa.Column("ip_hash", sa.String(64)),
     sa.Column("created_at", Time, nullable=False),
     sa.CheckConstraint(_in("outcome", Outcome), name="outcome"),
+    sa.Index("ix_votes_created_at", "created_at"),
+)
+
+# Leaderboard snapshots: append-only. One ratings run writes one row per (category, style
+# control) in a single transaction, so readers see a whole run or none of it.
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("style_control", sa.Boolean, nullable=False),
+    sa.Column("cutoff_vote_id", sa.Integer),
+    sa.Column("cutoff_at", Time),
+    sa.Column("votes", sa.Integer, nullable=False),
+    # gzip of the snapshot's JSON: matrices for hundreds of models, kept for every run.
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Index("ix_snapshots_board", "category", "style_control", "id"),
+)
+
+# One row per periodic job: whoever holds an unexpired lease runs it, so several app
+# processes on one database run each job once (arena/jobs.py).
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("expires_at", Time),
+    sa.Column("finished_at", Time),
+)
+
+# Models known only from imported votes: rated, never drawn for a battle.
+rated_models = sa.Table(
+    "rated_models",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("organization", sa.String(128), nullable=False, server_default=""),
+    sa.Column("license", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", Time, nullable=False),
 )
 
 

@@ -3,6 +3,7 @@ checked inside one transaction here, so it holds across threads and replicas."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,12 +14,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from arena import db
+from arena.answer_style import answer_style, estimate_tokens
+from arena.categories import Tagger, Tags
 from arena.errors import BattleNotFound, TurnRejected, VoteRejected
 from arena.lifecycle import TRANSITIONS, BattleState, Outcome, Side
+
+MULTI_TURN = "multi_turn"  # the category of battles with a follow-up
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def prompt_hash(prompt: str) -> str:
+    """Hash of a prompt normalised for deduplication: case, whitespace and surrounding
+    punctuation do not make a prompt new (docs/leaderboard.md)."""
+    text = " ".join(prompt.casefold().split()).strip(" .!?,;:")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class BattleRecord:
     voter_id: str | None
     flags: Mapping[str, Any]
     created_at: datetime
+    categories: tuple[str, ...] = ()
 
     def model(self, side: Side) -> str:
         return self.model_a if side is Side.A else self.model_b
@@ -90,17 +103,19 @@ class Store:
 
     def ip_salt(self) -> bytes:
         """The deployment's salt for hashing IPs, made once and kept in the database."""
+        return self.secret("ip_salt")
+
+    def secret(self, key: str) -> bytes:
+        """A random 32-byte value made once per database and shared by every replica."""
         with self.engine.begin() as conn:
-            value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "ip_salt"))
+            value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == key))
             if value is None:
                 value = secrets.token_hex(32)
                 try:
                     with conn.begin_nested():
-                        conn.execute(db.meta.insert().values(key="ip_salt", value=value))
+                        conn.execute(db.meta.insert().values(key=key, value=value))
                 except sa.exc.IntegrityError:  # another replica made it first
-                    value = conn.scalar(
-                        sa.select(db.meta.c.value).where(db.meta.c.key == "ip_salt")
-                    )
+                    value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == key))
         return bytes.fromhex(str(value))
 
     def touch_voter(self, voter_id: str, ip_hash: str | None) -> None:
@@ -132,8 +147,10 @@ class Store:
         model_b: str,
         prompt: str,
         flags: Mapping[str, Any] | None = None,
+        tags: Tags | None = None,
     ) -> BattleRecord:
-        """Create a battle with its first prompt; it starts answering turn 1."""
+        """Create a battle with its first prompt and its category tags; it starts answering
+        turn 1."""
         t = now()
         with self.engine.begin() as conn:
             conn.execute(
@@ -147,6 +164,9 @@ class Store:
                     status=BattleState.ANSWERING.value,
                     turns=1,
                     flags=dict(flags or {}),
+                    categories=sorted(tags.categories) if tags else None,
+                    language=tags.language if tags else None,
+                    prompt_hash=prompt_hash(prompt),
                 )
             )
             self._insert_prompt(conn, battle_id, 1, prompt)
@@ -185,6 +205,7 @@ class Store:
             voter_id=row.voter_id,
             flags=row.flags or {},
             created_at=row.created_at,
+            categories=tuple(row.categories or ()),
         )
 
     @staticmethod
@@ -216,8 +237,14 @@ class Store:
                 raise TurnRejected(_turn_refusal(battle.status))
             if turn > max_turns:
                 raise TurnRejected(f"This battle has reached its limit of {max_turns} turns.")
+            categories = sorted({*(battle.categories or ()), MULTI_TURN})
             moved = self._move(
-                conn, battle_id, {BattleState.AWAITING_VOTE}, BattleState.ANSWERING, turns=turn
+                conn,
+                battle_id,
+                {BattleState.AWAITING_VOTE},
+                BattleState.ANSWERING,
+                turns=turn,
+                categories=categories,
             )
             if not moved:
                 raise TurnRejected("This battle changed meanwhile; please try again.")
@@ -273,6 +300,7 @@ class Store:
                             usage=dict(c.usage) if c.usage else None,
                         )
                     )
+            self._add_style(conn, battle_id, answers)
             if flags:
                 merged = {**self._battle(conn, battle_id).flags, **flags}
                 conn.execute(
@@ -282,6 +310,20 @@ class Store:
                 # Abandoned while streaming: keep the answers, leave the status alone.
                 return self._battle(conn, battle_id).status
         return new
+
+    @staticmethod
+    def _add_style(conn: Connection, battle_id: str, answers: Mapping[Side, AnswerRecord]) -> None:
+        """Add this turn's tokens and style counts to the battle's per-side sums."""
+        values: dict[str, Any] = {}
+        for side, answer in answers.items():
+            reasoning_tokens = answer.reasoning_tokens
+            if reasoning_tokens is None and answer.reasoning:
+                reasoning_tokens = estimate_tokens(answer.reasoning)
+            style = answer_style(answer.content, answer.completion_tokens, reasoning_tokens)
+            for name in db.STYLE_COLUMNS:
+                column = db.battles.c[f"{name}_{side.value}"]
+                values[column.name] = sa.func.coalesce(column, 0) + getattr(style, name)
+        conn.execute(db.battles.update().where(db.battles.c.id == battle_id).values(**values))
 
     def abandon_stale(self, before: datetime) -> int:
         """Abandon unvoted battles untouched since `before`: tabs long closed, sessions
@@ -307,6 +349,46 @@ class Store:
                 {BattleState.ANSWERING, BattleState.AWAITING_VOTE},
                 BattleState.ABANDONED,
             )
+
+    def backfill_categories(
+        self, tagger: Tagger, *, only_missing: bool = True, page: int = 1000
+    ) -> int:
+        """Tag battles from their first prompt (`arena categories backfill`); imported battles
+        without a prompt keep their tags. Returns how many were tagged."""
+        b, m = db.battles.c, db.messages.c
+        query = (
+            sa.select(b.id, b.turns, m.content)
+            .join(
+                db.messages,
+                sa.and_(m.battle_id == b.id, m.turn == 1, m.side == "a", m.role == "user"),
+            )
+            .order_by(b.id)
+            .limit(page)
+        )
+        if only_missing:
+            query = query.where(b.categories.is_(None))
+        count = 0
+        after = ""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.where(b.id > after)).all()
+            if not rows:
+                return count
+            with self.engine.begin() as conn:
+                for row in rows:
+                    tags = tagger.tag(row.content)
+                    categories = set(tags.categories) | ({MULTI_TURN} if row.turns > 1 else set())
+                    conn.execute(
+                        db.battles.update()
+                        .where(b.id == row.id)
+                        .values(
+                            categories=sorted(categories),
+                            language=tags.language,
+                            prompt_hash=prompt_hash(row.content),
+                        )
+                    )
+            count += len(rows)
+            after = rows[-1].id
 
     def messages(self, battle_id: str) -> list[Mapping[str, Any]]:
         with self.engine.connect() as conn:
