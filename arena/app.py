@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,12 +22,18 @@ from arena import api
 from arena.battles import BattleService
 from arena.config import ArenaConfig, Settings, load_config
 from arena.db import check_current, make_engine
+from arena.errors import SnapshotError
+from arena.jobs import Job, Jobs
+from arena.leaderboard import SnapshotReader
 from arena.router import Router
 from arena.store import Store
 
 log = logging.getLogger(__name__)
 
 VOTER_COOKIE = "arena_voter"
+# The export API and health checks are read by scripts and caches: no cookie, so that a shared
+# cache may keep their responses.
+NO_COOKIE_PATHS = ("/api/v1", "/healthz")
 
 
 @dataclass
@@ -37,6 +45,9 @@ class App:
     http: httpx.AsyncClient
     router: Router
     battles: BattleService
+    snapshots: SnapshotReader
+    jobs: Jobs
+    export_salt: bytes
     asgi: FastAPI
 
 
@@ -63,20 +74,48 @@ def create_app(
     )
     router = Router(config, http)
     battles = BattleService(store, router, config, salt)
+    jobs = Jobs(
+        engine,
+        [
+            Job("sweep", SWEEP_INTERVAL, battles.sweep, ttl=SWEEP_INTERVAL),
+            Job(
+                "ratings",
+                config.ratings.interval_minutes * 60,
+                lambda: ratings_in_child(settings),
+                ttl=RATINGS_TTL,
+            ),
+        ],
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(battles))
+        jobs.start()
         yield
-        sweeper.cancel()
+        await jobs.stop()
         await http.aclose()
         engine.dispose()
 
     asgi = FastAPI(title=config.title, lifespan=lifespan, docs_url=None, redoc_url=None)
-    app = App(settings, config, engine, store, http, router, battles, asgi)
+    app = App(
+        settings,
+        config,
+        engine,
+        store,
+        http,
+        router,
+        battles,
+        SnapshotReader(engine),
+        jobs,
+        store.secret("export_salt"),
+        asgi,
+    )
     asgi.state.arena = app
     asgi.add_middleware(VoterCookie)
     asgi.include_router(api.router)
+    asgi.add_api_route("/healthz", api.healthz, methods=["GET"], include_in_schema=False)
+    v1 = api.v1()
+    v1.state.arena = app
+    asgi.mount("/api/v1", v1)
     if with_ui:
         from arena import ui  # the only importer of gradio
 
@@ -85,15 +124,40 @@ def create_app(
 
 
 SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
+RATINGS_TTL = 3600.0  # a ratings run that takes longer is presumed dead; another may start
 
 
-async def _sweep_forever(battles: BattleService) -> None:
-    while True:
-        try:
-            await battles.sweep()
-        except Exception:  # a database hiccup must not end the sweeper
-            log.exception("stale-battle sweep failed")
-        await asyncio.sleep(SWEEP_INTERVAL)
+async def ratings_in_child(settings: Settings) -> None:
+    """One ratings run in a child process (`arena ratings compute`): the fit holds a core for
+    seconds, and in this process it would take the GIL from the streams (issue: the fit runs
+    off the event loop). The parent holds the job's lease while the child runs."""
+    env = {
+        **os.environ,
+        "ARENA_DATABASE_URL": settings.database_url,
+        "ARENA_CONFIG": str(settings.config_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "arena",
+        "ratings",
+        "compute",
+        "--no-lease",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise SnapshotError(lines[-1] if lines else f"exit status {proc.returncode}")
+    lines = out.decode("utf-8", "replace").strip().splitlines()
+    log.info("ratings: %s", lines[-1] if lines else "done")
 
 
 class VoterCookie:
@@ -108,7 +172,11 @@ class VoterCookie:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or VOTER_COOKIE in Request(scope).cookies:
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith(NO_COOKIE_PATHS)
+            or VOTER_COOKIE in Request(scope).cookies
+        ):
             await self.app(scope, receive, send)
             return
 

@@ -1,4 +1,4 @@
-"""The `arena` command: serve, demo-models, run, db, check-config."""
+"""The `arena` command: serve, run, db, ratings, import, export and helpers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -113,6 +115,127 @@ def cmd_check_config(args: argparse.Namespace) -> None:
         print(f"  {m.name}{flags}: weight {m.weight:g}, {len(m.endpoints)} endpoint(s)")
 
 
+def _engine_and_config() -> tuple[Any, Any]:
+    from arena.db import check_current, make_engine
+
+    settings = Settings.from_env()
+    config = load_config(settings.config_path)
+    engine = make_engine(settings.database_url)
+    check_current(engine)
+    return engine, config
+
+
+def cmd_ratings(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from arena.jobs import Lease, holder_id
+    from arena.ratings_job import compute
+
+    engine, config = _engine_and_config()
+    lease = None
+    if not args.no_lease:
+        lease = Lease(engine, "ratings", holder_id(), timedelta(hours=1))
+        if not lease.acquire():
+            raise ArenaError(
+                f"a ratings run is already in progress ({lease.holder_now()}); try again later"
+            )
+    try:
+        result = compute(engine, config, force=args.force)
+    finally:
+        if lease is not None:
+            lease.release()
+    if result.run_id is None:
+        print("no new votes since the last snapshot; nothing written (use --force to rerun)")
+        return
+    removed = ", ".join(f"{s['name']} {s['removed']}" for s in result.stages if s["removed"])
+    print(
+        f"{result.snapshots} snapshots written in {result.seconds:.1f} s: "
+        f"{result.votes_counted} of {result.votes_total} votes counted"
+        + (f" (removed: {removed})" if removed else "")
+    )
+
+
+def cmd_categories(args: argparse.Namespace) -> None:
+    from arena.categories import CategoryRules, RuleTagger
+    from arena.store import Store
+
+    engine, config = _engine_and_config()
+    tagger = RuleTagger(CategoryRules(long_prompt_chars=config.ratings.long_prompt_chars))
+    count = Store(engine).backfill_categories(tagger, only_missing=not args.all)
+    print(f"tagged {count} battles")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from arena.categories import CategoryRules, RuleTagger
+    from arena.transfer import import_file
+
+    engine, config = _engine_and_config()
+    tagger = RuleTagger(CategoryRules(long_prompt_chars=config.ratings.long_prompt_chars))
+    report = import_file(engine, config, Path(args.file), fmt=args.format, tagger=tagger)
+    print(f"{args.file}: {report.summary()}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from arena.store import Store
+
+    engine, config = _engine_and_config()
+    out = sys.stdout if args.file == "-" else open(args.file, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    try:
+        if args.what == "battles":
+            from arena.interchange import write_battles
+            from arena.transfer import all_battles
+
+            rows = all_battles(
+                engine,
+                include_content=args.include_content or config.export.include_content,
+                salt=Store(engine).secret("export_salt"),
+            )
+            count = write_battles(rows, out, args.format or "json")
+            print(f"exported {count} battles", file=sys.stderr)
+        else:
+            _export_leaderboard(engine, config, args, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _export_leaderboard(engine: Any, config: Any, args: argparse.Namespace, out: Any) -> None:
+    import json
+
+    from arena.api import ROW_FIELDS, _csv
+    from arena.leaderboard import SnapshotReader, model_cards, public_rows, rated_models
+
+    reader = SnapshotReader(engine)
+    snap = reader.latest(args.category, args.style_control)
+    if snap is None:
+        known = reader.categories()
+        raise ArenaError(
+            f"no snapshot for category {args.category!r}"
+            + (f" (known: {', '.join(known)})" if known else ": run `arena ratings compute`")
+        )
+    rows = public_rows(snap, config, model_cards(config, rated_models(engine)))
+    if (args.format or "json") == "csv":
+        out.write(_csv(rows, ROW_FIELDS).decode("utf-8"))
+    else:
+        doc = {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
+        out.write(json.dumps(doc, indent=1) + "\n")
+
+
+def cmd_settings(args: argparse.Namespace) -> None:
+    from arena.config import settings_markdown, settings_table
+
+    if args.markdown:
+        print(settings_markdown())
+        return
+    section = None
+    for s in settings_table():
+        if s.section != section:
+            section = s.section
+            print(f"[{section}]")
+        print(f"  {s.name} = {s.default!r}  # {s.help}")
+    print("[ratings.options]  # ratings.RatingOptions, see docs/ratings.md")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="arena", description="Judge language models by human votes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,6 +267,37 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the model registry and exit")
     check.set_defaults(func=cmd_check_config)
+
+    settings = sub.add_parser("settings", help="list every setting of arena.toml")
+    settings.add_argument("--markdown", action="store_true", help="as docs/configuration.md")
+    settings.set_defaults(func=cmd_settings)
+
+    rat = sub.add_parser("ratings", help="the ratings job")
+    ratsub = rat.add_subparsers(dest="action", required=True)
+    compute = ratsub.add_parser("compute", help="rate the votes once and write snapshots")
+    compute.add_argument("--force", action="store_true", help="write even if nothing changed")
+    compute.add_argument("--no-lease", action="store_true", help=argparse.SUPPRESS)
+    rat.set_defaults(func=cmd_ratings)
+
+    cat = sub.add_parser("categories", help="category tags of battles")
+    catsub = cat.add_subparsers(dest="action", required=True)
+    backfill = catsub.add_parser("backfill", help="tag battles stored before tagging existed")
+    backfill.add_argument("--all", action="store_true", help="retag every battle")
+    cat.set_defaults(func=cmd_categories)
+
+    imp = sub.add_parser("import", help="import votes from a clean-battle JSON, JSONL or CSV file")
+    imp.add_argument("file")
+    imp.add_argument("--format", choices=["json", "jsonl", "csv"], help="default: from content")
+    imp.set_defaults(func=cmd_import)
+
+    exp = sub.add_parser("export", help="write battles or the leaderboard to a file")
+    exp.add_argument("what", choices=["battles", "leaderboard"])
+    exp.add_argument("file", help="output path, or - for standard output")
+    exp.add_argument("--format", choices=["json", "jsonl", "csv"], help="default: json")
+    exp.add_argument("--include-content", action="store_true", help="prompts and answers too")
+    exp.add_argument("--category", default="overall", help="leaderboard category")
+    exp.add_argument("--style-control", action="store_true", help="the style-controlled board")
+    exp.set_defaults(func=cmd_export)
     return p
 
 

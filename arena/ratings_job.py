@@ -1,0 +1,529 @@
+"""The ratings job: votes in the database become leaderboard snapshots.
+
+One run reads every vote up to a cutoff, passes them through the exclusion pipeline (`STAGES`),
+fits one board per category, each with and without style control, and appends all of them to
+`snapshots` in one transaction. Nothing here serves a request: the leaderboard tab and the export
+API only read what a run wrote (arena/leaderboard.py). See docs/leaderboard.md for every rule.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from numpy.typing import NDArray
+from sqlalchemy.engine import Engine
+
+import ratings
+from arena import db
+from arena.config import ArenaConfig
+from arena.errors import SnapshotError
+from ratings import RatingOptions
+
+log = logging.getLogger(__name__)
+
+OVERALL = "overall"
+FIXED = ("coding", "math", "long", "multi_turn", "hard")
+STYLE_NAMES = ("length", "headers", "lists", "bold")
+# Outcome strings of the votes table, as ratings' outcome codes (a wins, b wins, tie, both bad).
+OUTCOME_CODES = {"a": 0, "b": 1, "tie": 2, "both_bad": 3}
+
+
+@dataclass
+class Votes:
+    """Every vote up to the cutoff, column by column, in vote order."""
+
+    vote_id: NDArray[np.int64]
+    model_a: NDArray[np.int64]  # indices into `models`
+    model_b: NDArray[np.int64]
+    outcome: NDArray[np.int64]
+    voted: NDArray[np.bool_]  # the battle ended with a vote (not failed or abandoned)
+    anony: NDArray[np.bool_]
+    imported: NDArray[np.bool_]
+    leak: NDArray[np.bool_]
+    demo: NDArray[np.bool_]
+    prompt: NDArray[np.int64]  # index of the prompt hash, -1 if unknown
+    language: list[str | None]
+    categories: list[tuple[str, ...]]
+    turns: NDArray[np.int64]
+    tokens: NDArray[np.float64]  # (votes, 2): per side, NaN if unknown
+    style: NDArray[np.float64]  # (votes, 2, 4): length, headers, lists, bold per side; NaN
+    models: list[str]
+    cutoff_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return int(self.vote_id.size)
+
+
+@dataclass(frozen=True)
+class Context:
+    config: ArenaConfig
+
+
+# A stage returns the mask of votes it removes, given those still kept by earlier stages.
+Stage = Callable[[Votes, NDArray[np.bool_], Context], NDArray[np.bool_]]
+STAGES: list[tuple[str, Stage]] = []
+
+
+def stage(name: str) -> Callable[[Stage], Stage]:
+    """Register an exclusion stage; stages run in the order they are declared."""
+
+    def register(fn: Stage) -> Stage:
+        STAGES.append((name, fn))
+        return fn
+
+    return register
+
+
+@stage("not_anonymous")
+def _not_anonymous(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return ~votes.anony
+
+
+@stage("unfinished")
+def _unfinished(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return ~votes.voted
+
+
+@stage("identity_leak")
+def _identity_leak(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return votes.leak
+
+
+@stage("demo")
+def _demo(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    if ctx.config.demo:
+        return np.zeros(len(votes), dtype=bool)
+    return votes.demo
+
+
+@stage("imported")
+def _imported(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    if ctx.config.ratings.include_imported:
+        return np.zeros(len(votes), dtype=bool)
+    return votes.imported
+
+
+@stage("prompt_dedup")
+def _prompt_dedup(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return dedup_prompts(
+        votes.prompt,
+        kept,
+        ctx.config.ratings.dedup_top_fraction,
+        ctx.config.ratings.dedup_max_per_prompt,
+    )
+
+
+def dedup_prompts(
+    prompt: NDArray[np.int64], kept: NDArray[np.bool_], top_fraction: float, max_per_prompt: int
+) -> NDArray[np.bool_]:
+    """Votes to remove so that each of the most frequent prompts counts at most
+    `max_per_prompt` times, keeping its earliest votes.
+
+    "Most frequent": the ceil(top_fraction * distinct prompts) prompts with the most kept votes
+    (the public arena's rule since 2025). Votes with no known prompt are never removed.
+    """
+    remove = np.zeros(prompt.size, dtype=bool)
+    idx = np.flatnonzero(kept & (prompt >= 0))
+    if idx.size == 0 or top_fraction <= 0:
+        return remove
+    counts = np.bincount(prompt[idx])
+    distinct = int(np.count_nonzero(counts))
+    top = math.ceil(top_fraction * distinct)
+    # Stable order: among prompts with equal counts the lower index (first seen) ranks first.
+    order = np.argsort(-counts, kind="stable")[:top]
+    capped = np.zeros(counts.size, dtype=bool)
+    capped[order[counts[order] > max_per_prompt]] = True
+    if not capped.any():
+        return remove
+    sel = idx[capped[prompt[idx]]]  # votes of capped prompts, in vote order
+    p = prompt[sel]
+    # Rank of each vote within its prompt: position in a stable sort by prompt.
+    by_prompt = np.argsort(p, kind="stable")
+    sorted_p = p[by_prompt]
+    starts = np.searchsorted(sorted_p, sorted_p, side="left")
+    rank = np.empty(sel.size, dtype=np.int64)
+    rank[by_prompt] = np.arange(sel.size) - starts
+    remove[sel[rank >= max_per_prompt]] = True
+    return remove
+
+
+def apply_stages(votes: Votes, ctx: Context) -> tuple[NDArray[np.bool_], list[dict[str, Any]]]:
+    """Run the pipeline; returns the votes that count and what each stage removed."""
+    kept = np.ones(len(votes), dtype=bool)
+    counts = []
+    for name, fn in STAGES:
+        removed = fn(votes, kept, ctx) & kept
+        kept &= ~removed
+        counts.append({"name": name, "removed": int(removed.sum())})
+    return kept, counts
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+_SELECT = """
+SELECT v.id, v.outcome, v.created_at, b.model_a, b.model_b, b.status, b.anony, b.source,
+       b.flags, b.categories, b.language, b.prompt_hash, b.turns,
+       b.tokens_a, b.tokens_b, b.length_a, b.length_b, b.headers_a, b.headers_b,
+       b.lists_a, b.lists_b, b.bold_a, b.bold_b
+FROM votes v JOIN battles b ON b.id = v.battle_id
+WHERE v.id <= :cutoff
+ORDER BY v.id
+"""
+
+
+def _json_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        if value in ("[]", "null", ""):
+            return ()
+        value = json.loads(value)
+    return tuple(str(v) for v in value or ())
+
+
+def _flag_set(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {} if value in ("{}", "null", "") else dict(json.loads(value))
+    return dict(value)
+
+
+def latest_vote(engine: Engine) -> int | None:
+    with engine.connect() as conn:
+        value = conn.scalar(sa.select(sa.func.max(db.votes.c.id)))
+    return None if value is None else int(value)
+
+
+def load_votes(engine: Engine, cutoff: int) -> Votes:
+    """Read every vote with id <= cutoff, with what the stages and fits need of its battle.
+
+    Raw driver rows: at a million votes SQLAlchemy's per-row type processing would cost more
+    than the fits.
+    """
+    models: dict[str, int] = {}
+    prompts: dict[str, int] = {}
+    cols: dict[str, list[Any]] = {k: [] for k in ("id", "a", "b", "o", "voted", "anony", "imp")}
+    leak: list[bool] = []
+    demo: list[bool] = []
+    prompt: list[int] = []
+    language: list[str | None] = []
+    categories: list[tuple[str, ...]] = []
+    turns: list[int] = []
+    numbers: list[tuple[Any, ...]] = []
+    cutoff_at: Any = None
+    with engine.connect() as conn:
+        result = conn.exec_driver_sql(_SELECT.replace(":cutoff", str(int(cutoff))))
+        while rows := result.fetchmany(20000):
+            for row in rows:
+                cols["id"].append(row[0])
+                cols["o"].append(OUTCOME_CODES[row[1]])
+                cutoff_at = row[2]
+                cols["a"].append(models.setdefault(row[3], len(models)))
+                cols["b"].append(models.setdefault(row[4], len(models)))
+                cols["voted"].append(row[5] == "voted")
+                cols["anony"].append(bool(row[6]))
+                cols["imp"].append(row[7] == "import")
+                flags = _flag_set(row[8])
+                leak.append(bool(flags.get("identity_leak")))
+                demo.append(bool(flags.get("demo")))
+                categories.append(_json_list(row[9]))
+                language.append(row[10])
+                prompt.append(-1 if row[11] is None else prompts.setdefault(row[11], len(prompts)))
+                turns.append(row[12] or 1)
+                numbers.append(row[13:23])
+    style = np.array(numbers, dtype=np.float64).reshape(-1, 10)  # None becomes NaN
+    return Votes(
+        vote_id=np.array(cols["id"], dtype=np.int64),
+        model_a=np.array(cols["a"], dtype=np.int64),
+        model_b=np.array(cols["b"], dtype=np.int64),
+        outcome=np.array(cols["o"], dtype=np.int64),
+        voted=np.array(cols["voted"], dtype=bool),
+        anony=np.array(cols["anony"], dtype=bool),
+        imported=np.array(cols["imp"], dtype=bool),
+        leak=np.array(leak, dtype=bool),
+        demo=np.array(demo, dtype=bool),
+        prompt=np.array(prompt, dtype=np.int64),
+        language=language,
+        categories=categories,
+        turns=np.array(turns, dtype=np.int64),
+        tokens=style[:, 0:2],
+        style=style[:, 2:10].reshape(-1, 4, 2).transpose(0, 2, 1).copy(),
+        models=list(models),
+        cutoff_at=_as_datetime(cutoff_at),
+    )
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands back text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- categories ------------------------------------------------------------------------------
+
+
+def category_masks(votes: Votes, kept: NDArray[np.bool_], config: ArenaConfig) -> dict[str, Any]:
+    """The boards to fit: overall, each fixed category, and each language with enough votes."""
+    masks: dict[str, NDArray[np.bool_]] = {OVERALL: kept}
+    tagged: dict[str, list[int]] = {name: [] for name in FIXED}
+    for k, tags in enumerate(votes.categories):
+        for tag in tags:
+            if tag in tagged:
+                tagged[tag].append(k)
+    for name in FIXED:
+        mask = np.zeros(len(votes), dtype=bool)
+        mask[tagged[name]] = True
+        masks[name] = mask & kept
+    by_language: dict[str, list[int]] = {}
+    for k in np.flatnonzero(kept).tolist():
+        lang = votes.language[k]
+        if lang:
+            by_language.setdefault(lang, []).append(k)
+    for lang, rows in sorted(by_language.items()):
+        if len(rows) >= config.ratings.language_min_votes:
+            mask = np.zeros(len(votes), dtype=bool)
+            mask[rows] = True
+            masks[f"language:{lang}"] = mask
+    return masks
+
+
+# -- fitting ---------------------------------------------------------------------------------
+
+
+def _r(x: float | np.floating[Any] | None, digits: int = 2) -> float | None:
+    if x is None or not np.isfinite(x):
+        return None
+    return round(float(x), digits)
+
+
+def _matrix(m: NDArray[Any], digits: int) -> list[list[float | None]]:
+    return [[_r(v, digits) for v in row] for row in m]
+
+
+def _median_tokens(votes: Votes, sel: NDArray[np.int64], n: int, local: NDArray[np.int64]) -> Any:
+    """Median completion tokens per answer for each of the `n` models of a board."""
+    per_turn = votes.tokens[sel] / votes.turns[sel, None]
+    model = np.concatenate([local[votes.model_a[sel]], local[votes.model_b[sel]]])
+    tokens = np.concatenate([per_turn[:, 0], per_turn[:, 1]])
+    ok = np.isfinite(tokens)
+    model, tokens = model[ok], tokens[ok]
+    order = np.lexsort((tokens, model))
+    model, tokens = model[order], tokens[order]
+    out: list[float | None] = [None] * n
+    starts = np.searchsorted(model, np.arange(n), side="left")
+    stops = np.searchsorted(model, np.arange(n), side="right")
+    for k in range(n):
+        if stops[k] > starts[k]:
+            out[k] = float(np.median(tokens[starts[k] : stops[k]]))
+    return out
+
+
+def fit_board(
+    votes: Votes,
+    mask: NDArray[np.bool_],
+    style_control: bool,
+    options: RatingOptions,
+    min_votes: int,
+) -> dict[str, Any]:
+    """One board: ratings, intervals, ranks and matrices over the votes in `mask`."""
+    sel = np.flatnonzero(mask)
+    style_a = style_b = None
+    if style_control:
+        known = np.all(np.isfinite(votes.style[sel]), axis=(1, 2))
+        sel = sel[known]
+        style_a, style_b = votes.style[sel, 0], votes.style[sel, 1]
+    present = np.unique(np.concatenate([votes.model_a[sel], votes.model_b[sel]]))
+    local = np.full(len(votes.models), -1, dtype=np.int64)
+    local[present] = np.arange(present.size)
+    a, b, o = local[votes.model_a[sel]], local[votes.model_b[sel]], votes.outcome[sel]
+    n = int(present.size)
+    rng = np.random.default_rng(options.seed)
+    with warnings.catch_warnings():
+        # Disconnected groups and zero-variance style columns are reported in the payload.
+        warnings.simplefilter("ignore")
+        board = ratings.rate_arena(
+            a, b, o, n, options=options, style_a=style_a, style_b=style_b, rng=rng
+        )
+    pc = ratings.group_battles(a, b, o, n)
+    counts = ratings.battle_count_matrix(pc)
+    empirical = ratings.win_rate_matrix(pc)
+    predicted = ratings.predicted_win_rate_matrix(board.rating)
+    win_rate = ratings.model_win_rates(a, b, o, n)
+    median = _median_tokens(votes, sel, n, local)
+    names = [votes.models[i] for i in present]
+    rows = []
+    for k in board.order():
+        if not np.isfinite(board.rating[k]):
+            continue
+        rows.append(
+            {
+                "model": names[k],
+                "rating": _r(board.rating[k]),
+                "lower": _r(board.lower[k]),
+                "upper": _r(board.upper[k]),
+                "rank_ub": int(board.rank_ub[k]),
+                "rank_lb": int(board.rank_lb[k]),
+                "votes": int(board.battles[k]),
+                "win_rate": _r(win_rate[k], 4),
+                "median_tokens": _r(median[k], 1),
+                "preliminary": int(board.battles[k]) < min_votes,
+            }
+        )
+    position = None
+    if board.position_coef is not None:
+        position = {
+            "coef": _r(board.position_coef, 4),
+            "lower": _r(board.position_lower, 4),
+            "upper": _r(board.position_upper, 4),
+            "elo": _r(board.position_coef * ratings.ELO_PER_UNIT, 1),
+        }
+    style = None
+    if style_control and board.coef is not None:
+        style = {
+            name: {
+                "coef": _r(board.coef[i], 4),
+                "lower": _r(board.coef_lower[i], 4) if board.coef_lower is not None else None,
+                "upper": _r(board.coef_upper[i], 4) if board.coef_upper is not None else None,
+            }
+            for i, name in enumerate(STYLE_NAMES)
+        }
+    return {
+        "votes": int(sel.size),
+        "position": position,
+        "style": style,
+        "rows": rows,
+        "models": names,
+        "matrices": {
+            "battles": counts.tolist(),
+            "win_rate": _matrix(empirical, 4),
+            "predicted": _matrix(predicted, 4),
+        },
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    run_id: str | None  # None: nothing new to rate, nothing written
+    snapshots: int = 0
+    votes_counted: int = 0
+    votes_total: int = 0
+    seconds: float = 0.0
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _last_run(engine: Engine) -> tuple[int | None, dict[str, Any] | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(db.snapshots.c.cutoff_vote_id, db.snapshots.c.payload)
+            .order_by(db.snapshots.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None, None
+    return row.cutoff_vote_id, json.loads(gzip.decompress(row.payload))["params"]
+
+
+def params_of(config: ArenaConfig) -> dict[str, Any]:
+    """Everything that decides a board, recorded whole in each snapshot."""
+    r = config.ratings
+    return {
+        "options": config.rating_options.to_dict(),
+        "dedup_top_fraction": r.dedup_top_fraction,
+        "dedup_max_per_prompt": r.dedup_max_per_prompt,
+        "include_imported": r.include_imported,
+        "language_min_votes": r.language_min_votes,
+        "min_votes": config.leaderboard.min_votes,
+        "demo": config.demo,
+    }
+
+
+def compute(
+    engine: Engine,
+    config: ArenaConfig,
+    *,
+    force: bool = False,
+    fail_after: int | None = None,
+) -> RunResult:
+    """One ratings run. Writes nothing when no vote arrived and no parameter changed since the
+    last run, unless `force`. `fail_after` (tests only) raises after that many boards, to show
+    that a failed run leaves no partial snapshot."""
+    started = time.perf_counter()
+    params = params_of(config)
+    cutoff: int | None = latest_vote(engine)
+    last_cutoff, last_params = _last_run(engine)
+    if not force and last_params is not None and cutoff == last_cutoff and params == last_params:
+        return RunResult(run_id=None)
+    votes = load_votes(engine, cutoff if cutoff is not None else 0)
+    ctx = Context(config)
+    kept, stages = apply_stages(votes, ctx)
+    masks = category_masks(votes, kept, config)
+    boards: list[tuple[str, bool, dict[str, Any]]] = []
+    for category, mask in masks.items():
+        for style_control in (False, True):
+            if fail_after is not None and len(boards) >= fail_after:
+                raise SnapshotError(f"stopped after {fail_after} boards (test)")
+            fit = fit_board(
+                votes, mask, style_control, config.rating_options, config.leaderboard.min_votes
+            )
+            boards.append((category, style_control, fit))
+    seconds = time.perf_counter() - started
+    run_id = str(uuid.uuid4())
+    created = datetime.now(UTC)
+    cutoff_info = {
+        "vote_id": cutoff,
+        "at": votes.cutoff_at.isoformat() if votes.cutoff_at else None,
+    }
+    with engine.begin() as conn:
+        for category, style_control, fit in boards:
+            payload = {
+                "run_id": run_id,
+                "created_at": created.isoformat(),
+                "category": category,
+                "style_control": style_control,
+                "cutoff": cutoff_info,
+                "params": params,
+                "stages": stages,
+                "votes_total": len(votes),
+                "votes_counted": int(kept.sum()),
+                "duration_ms": round(seconds * 1000, 1),
+                "categories": list(masks),
+                **fit,
+            }
+            conn.execute(
+                db.snapshots.insert().values(
+                    run_id=run_id,
+                    created_at=created,
+                    category=category,
+                    style_control=style_control,
+                    cutoff_vote_id=cutoff,
+                    cutoff_at=votes.cutoff_at,
+                    votes=fit["votes"],
+                    payload=gzip.compress(json.dumps(payload).encode("utf-8"), 6),
+                )
+            )
+    return RunResult(
+        run_id=run_id,
+        snapshots=len(boards),
+        votes_counted=int(kept.sum()),
+        votes_total=len(votes),
+        seconds=time.perf_counter() - started,
+        stages=stages,
+    )

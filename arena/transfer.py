@@ -1,0 +1,354 @@
+"""Battles between the database and interchange files: `arena import` and the battle export.
+
+Import streams: rows are read, checked and written in chunks, so a file of millions of battles
+never sits in memory. Imported battles are ordinary voted battles marked `source = 'import'`;
+their id is derived from the row's content, so importing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from arena import db
+from arena.categories import Tagger
+from arena.config import ArenaConfig
+from arena.errors import ApiParameterError
+from arena.interchange import BattleRow, StyleCounts, read_battles
+from arena.lifecycle import BattleState, Outcome
+from arena.store import MULTI_TURN, prompt_hash
+
+CHUNK = 5000
+# Arena's own exports carry battle ids in this form; other arenas' question ids do not.
+_ARENA_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Public clean-battle files name languages in English; categories use ISO 639-1 codes.
+_LANGUAGE_CODES = {
+    "english": "en", "chinese": "zh", "russian": "ru", "german": "de", "spanish": "es",
+    "french": "fr", "japanese": "ja", "korean": "ko", "portuguese": "pt", "italian": "it",
+    "polish": "pl", "vietnamese": "vi", "arabic": "ar", "turkish": "tr", "dutch": "nl",
+    "indonesian": "id", "ukrainian": "uk", "persian": "fa", "hungarian": "hu", "czech": "cs",
+    "hebrew": "he", "swedish": "sv", "greek": "el", "hindi": "hi", "thai": "th",
+}  # fmt: skip
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    added: int = 0
+    already_present: int = 0
+    self_battles: int = 0
+    new_models: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"read {self.read} rows",
+            f"added {self.added} votes",
+            f"{self.already_present} already present",
+        ]
+        if self.self_battles:
+            parts.append(f"skipped {self.self_battles} where a model fought itself")
+        if self.new_models:
+            parts.append(f"{len(self.new_models)} new rating-only models")
+        return ", ".join(parts)
+
+
+def language_code(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.strip().lower()
+    if text in ("unknown", "none", "und"):
+        return None
+    return _LANGUAGE_CODES.get(text, text[:16])
+
+
+def battle_id(row: BattleRow, number: int) -> str:
+    """The id an imported row gets: its own if it came from an Arena export, otherwise one
+    derived from its content (and, when it has neither time nor question id, its row number,
+    so that identical minimal rows stay distinct)."""
+    from arena.interchange import row_key
+
+    if row.question_id and _ARENA_ID.match(row.question_id):
+        return row.question_id
+    key = row_key(row)
+    if row.tstamp is None and row.question_id is None:
+        key = hashlib.sha256(f"{key}#{number}".encode()).hexdigest()
+    return str(uuid.UUID(key[:32]))
+
+
+def _battle_values(
+    row: BattleRow, ident: str, tagger: Tagger | None, when: datetime
+) -> dict[str, Any]:
+    categories = set(row.categories)
+    language = language_code(row.language)
+    prompt = row.prompt
+    if prompt and tagger is not None and not row.categories:
+        tags = tagger.tag(prompt)
+        categories |= tags.categories
+        language = language or tags.language
+    if row.turn > 1:
+        categories.add(MULTI_TURN)
+    values: dict[str, Any] = {
+        "id": ident,
+        "created_at": when,
+        "updated_at": when,
+        "voter_id": None,
+        "model_a": row.model_a,
+        "model_b": row.model_b,
+        "status": BattleState.VOTED.value,
+        "turns": max(1, row.turn),
+        # The source's voter label, kept as given so an export of this row says it again.
+        "flags": {"judge": row.judge} if row.judge else {},
+        "source": "import",
+        "anony": row.anony,
+        "categories": sorted(categories),
+        "language": language,
+        "prompt_hash": prompt_hash(prompt) if prompt else None,
+    }
+    for side, style in (("a", row.style_a), ("b", row.style_b)):
+        for name in db.STYLE_COLUMNS:
+            attr = "tokens" if name == "length" else name
+            values[f"{name}_{side}"] = getattr(style, attr) if style else None
+    return values
+
+
+def _messages(row: BattleRow, ident: str, when: datetime) -> list[dict[str, Any]]:
+    out = []
+    for side, conv in (("a", row.conversation_a), ("b", row.conversation_b)):
+        turn = 0
+        for role, content in conv or ():
+            if role not in ("user", "assistant"):
+                continue
+            if role == "user":
+                turn += 1
+            out.append(
+                {
+                    "battle_id": ident,
+                    "side": side,
+                    "turn": max(turn, 1),
+                    "role": role,
+                    "model": (row.model_a if side == "a" else row.model_b)
+                    if role == "assistant"
+                    else None,
+                    "content": content,
+                    "created_at": when,
+                }
+            )
+    # The table allows one message per (side, turn, role): keep the first of any repeat.
+    seen: set[tuple[Any, ...]] = set()
+    unique = []
+    for m in out:
+        key = (m["side"], m["turn"], m["role"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(m)
+    return unique
+
+
+def _write_chunk(
+    conn: Connection,
+    chunk: Sequence[tuple[int, BattleRow]],
+    tagger: Tagger | None,
+    report: ImportReport,
+) -> None:
+    ids = [battle_id(row, number) for number, row in chunk]
+    existing = set(
+        conn.scalars(sa.select(db.battles.c.id).where(db.battles.c.id.in_(set(ids)))).all()
+    )
+    battles: list[dict[str, Any]] = []
+    votes: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    for ident, (_, row) in zip(ids, chunk, strict=True):
+        if ident in existing:
+            report.already_present += 1
+            continue
+        existing.add(ident)  # a repeat within the file is present once
+        when = datetime.fromtimestamp(row.tstamp, UTC) if row.tstamp is not None else now
+        battles.append(_battle_values(row, ident, tagger, when))
+        votes.append(
+            {"battle_id": ident, "outcome": Outcome(row.outcome).value, "created_at": when}
+        )
+        messages.extend(_messages(row, ident, when))
+    if battles:
+        conn.execute(db.battles.insert(), battles)
+        conn.execute(db.votes.insert(), votes)
+        if messages:
+            conn.execute(db.messages.insert(), messages)
+    report.added += len(battles)
+
+
+def _add_models(conn: Connection, names: set[str], config: ArenaConfig) -> list[str]:
+    known = set(conn.scalars(sa.select(db.rated_models.c.name)).all())
+    new = sorted(n for n in names if config.find(n) is None and n not in known)
+    if new:
+        now = datetime.now(UTC)
+        conn.execute(db.rated_models.insert(), [{"name": n, "created_at": now} for n in new])
+    return new
+
+
+def import_file(
+    engine: Engine,
+    config: ArenaConfig,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    tagger: Tagger | None = None,
+) -> ImportReport:
+    """Import a battle file; each chunk commits on its own, so an interrupted import keeps
+    what it wrote and a rerun adds the rest."""
+    report = ImportReport()
+    chunk: list[tuple[int, BattleRow]] = []
+    models: set[str] = set()
+
+    def flush() -> None:
+        with engine.begin() as conn:
+            report.new_models.extend(_add_models(conn, models, config))
+            _write_chunk(conn, chunk, tagger, report)
+        models.clear()
+        chunk.clear()
+
+    for number, row in read_battles(path, fmt):
+        report.read += 1
+        if row.model_a == row.model_b:
+            report.self_battles += 1
+            continue
+        models.update((row.model_a, row.model_b))
+        chunk.append((number, row))
+        if len(chunk) >= CHUNK:
+            flush()
+    if chunk or models:
+        flush()
+    return report
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def encode_cursor(vote_id: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{vote_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, value = text.split(":", 1)
+        if prefix != "v1" or not value.isdigit():
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiParameterError("cursor", "cursor is not one this API handed out") from None
+
+
+def judge_hash(salt: bytes, voter_id: str | None) -> str | None:
+    """Export-only voter id: a second salted hash, so an export cannot be joined to the
+    database's voter ids (or to another deployment's export)."""
+    if voter_id is None:
+        return None
+    digest = hmac.new(salt, voter_id.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"arena_user_{digest}"
+
+
+_EXPORT = sa.select(
+    db.votes.c.id.label("vote_id"),
+    db.votes.c.outcome,
+    db.votes.c.created_at.label("voted_at"),
+    db.votes.c.voter_id,
+    db.battles,
+).join(db.battles, db.battles.c.id == db.votes.c.battle_id)
+
+
+def _style(r: Any, side: str) -> StyleCounts | None:
+    values = [getattr(r, f"{name}_{side}") for name in ("length", "headers", "lists", "bold")]
+    if any(v is None for v in values):
+        return None
+    return StyleCounts(tokens=values[0], headers=values[1], lists=values[2], bold=values[3])
+
+
+def _conversations(
+    conn: Connection, battle_ids: list[str]
+) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    out: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    if not battle_ids:
+        return out
+    m = db.messages.c
+    rows = conn.execute(
+        sa.select(m.battle_id, m.side, m.role, m.content)
+        .where(m.battle_id.in_(battle_ids))
+        .order_by(m.battle_id, m.side, m.turn, m.role.desc())  # user before assistant
+    )
+    for r in rows:
+        out.setdefault(r.battle_id, {"a": [], "b": []})[r.side].append((r.role, r.content))
+    return out
+
+
+def battle_page(
+    engine: Engine,
+    *,
+    after: int | None,
+    limit: int,
+    since: datetime | None,
+    include_content: bool,
+    salt: bytes,
+) -> tuple[list[BattleRow], int | None]:
+    """One page of the research export in vote order, and the cursor id for the next page
+    (None on the last page)."""
+    query = _EXPORT
+    if after is not None:
+        query = query.where(db.votes.c.id > after)
+    if since is not None:
+        query = query.where(db.votes.c.created_at >= since)
+    query = query.order_by(db.votes.c.id).limit(limit + 1)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        convs = _conversations(conn, [r.id for r in rows]) if include_content else {}
+    out = []
+    for r in rows:
+        voted_at = r.voted_at if r.voted_at.tzinfo else r.voted_at.replace(tzinfo=UTC)
+        conv = convs.get(r.id, {})
+        out.append(
+            BattleRow(
+                model_a=r.model_a,
+                model_b=r.model_b,
+                outcome=Outcome(r.outcome),
+                tstamp=round(voted_at.timestamp(), 3),
+                anony=bool(r.anony),
+                question_id=r.id,
+                language=r.language,
+                turn=r.turns,
+                judge=(r.flags or {}).get("judge") or judge_hash(salt, r.voter_id),
+                style_a=_style(r, "a"),
+                style_b=_style(r, "b"),
+                conversation_a=tuple(conv["a"]) if conv.get("a") else None,
+                conversation_b=tuple(conv["b"]) if conv.get("b") else None,
+                categories=tuple(r.categories or ()),
+                imported=r.source == "import",
+            )
+        )
+    return out, (rows[-1].vote_id if more and rows else None)
+
+
+def all_battles(
+    engine: Engine, *, include_content: bool, salt: bytes, page: int = 10000
+) -> Iterator[BattleRow]:
+    """Every vote, page by page (keyset), for `arena export battles`."""
+    after: int | None = None
+    while True:
+        rows, after = battle_page(
+            engine, after=after, limit=page, since=None, include_content=include_content, salt=salt
+        )
+        yield from rows
+        if after is None:
+            return

@@ -1,0 +1,294 @@
+"""The arena tab: a battle, the vote and the reveal.
+
+Everything the browser receives before a vote comes from `BattleView`, which
+carries no model name and no reasoning text. The battle id lives in `gr.State`,
+which stays on the server.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from arena.app import VOTER_COOKIE
+from arena.battles import BattleView, Reveal, RevealedSide, TurnView, Voter
+from arena.errors import ArenaError
+from arena.lifecycle import BattleState, Outcome
+
+if TYPE_CHECKING:
+    from arena.app import App
+
+OUTCOME_TEXT = {
+    Outcome.A: "A is better",
+    Outcome.B: "B is better",
+    Outcome.TIE: "Tie",
+    Outcome.BOTH_BAD: "Both are bad",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """Per-browser state, kept server-side by gr.State."""
+
+    battle_id: str | None = None
+    view: BattleView | None = None
+    reveal: Reveal | None = None
+
+
+def voter_of(request: gr.Request | None) -> Voter:
+    if request is None:
+        return Voter(id="anonymous")
+    cookies = getattr(request, "cookies", None) or {}
+    voter_id = cookies.get(VOTER_COOKIE) or f"session:{request.session_hash}"
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None) if client else None
+    return Voter(id=str(voter_id)[:64], ip=host)
+
+
+def _turn_messages(turn: TurnView, reasoning: str | None, revealed: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "user", "content": turn.prompt}]
+    if turn.thinking_seconds is not None:
+        seconds = turn.thinking_seconds
+        if revealed:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": reasoning or "(no reasoning text)",
+                    "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
+                }
+            )
+        elif turn.thinking:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "The reasoning is shown after you vote.",
+                    "metadata": {"title": f"Thinking… {seconds:.0f} s", "status": "pending"},
+                }
+            )
+        else:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "The reasoning is shown after you vote.",
+                    "metadata": {"title": f"Thought for {seconds:.1f} s", "status": "done"},
+                }
+            )
+    if turn.error:
+        out.append({"role": "assistant", "content": f"⚠️ {turn.error}"})
+    elif turn.content:
+        out.append({"role": "assistant", "content": turn.content})
+    elif not turn.done and not turn.thinking:
+        out.append({"role": "assistant", "content": "…"})
+    return out
+
+
+def chat_messages(
+    turns: tuple[TurnView, ...], revealed: RevealedSide | None = None
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns):
+        reasoning = None
+        if revealed is not None and i < len(revealed.reasoning):
+            reasoning = revealed.reasoning[i]
+        out.extend(_turn_messages(turn, reasoning, revealed is not None))
+    return out
+
+
+def _status(view: BattleView) -> str:
+    if view.state is BattleState.ANSWERING:
+        return "Both models are answering…"
+    if view.state is BattleState.AWAITING_VOTE:
+        more = (
+            f" or ask a follow-up ({view.turns_left} left)"
+            if view.turns_left > 0
+            else " (no follow-ups left)"
+        )
+        return f"**Which answer is better?** Vote below{more}."
+    if view.state is BattleState.FAILED:
+        return (
+            "A side failed to answer, so this battle cannot be voted on. "
+            "Press **New battle** to try again."
+        )
+    return ""
+
+
+def _plain(text: str) -> str:
+    """Registry text shown as written: no HTML, no markdown emphasis from stray symbols."""
+    return html.escape(text).replace("*", "\\*").replace("_", "\\_")
+
+
+def _side_card(label: str, side: RevealedSide) -> str:
+    parts = [f"**{label}: {_plain(side.model)}**"]
+    details = " · ".join(_plain(x) for x in (side.organization, side.license) if x)
+    if details:
+        parts.append(details)
+    if side.unreleased:
+        parts.append("unreleased (codename)")
+    text = " — ".join(parts)
+    if side.description:
+        text += f"  \n{html.escape(side.description)}"  # markdown allowed, HTML not
+    return text
+
+
+def reveal_markdown(reveal: Reveal) -> str:
+    return (
+        f"### Your vote: {OUTCOME_TEXT[reveal.outcome]}\n\n"
+        f"{_side_card('Model A', reveal.a)}\n\n{_side_card('Model B', reveal.b)}"
+    )
+
+
+def arena_tab(app: App) -> None:
+    """The battle page's components and events, inside the caller's Blocks."""
+    battles = app.battles
+    config = app.config
+    if config.demo:
+        gr.Markdown(
+            "🧪 **Demo mode:** the contestants are canned demo models served by "
+            "`arena demo-models`, not real language models.",
+            elem_classes=["arena-demo-banner"],
+        )
+
+    def closed(left: Session) -> None:
+        # Gradio drops a closed tab's state after a grace period; an unvoted battle
+        # left behind is marked abandoned so it is not counted as pending forever.
+        if left.battle_id and left.reveal is None:
+            battles.abandon_now(left.battle_id)
+
+    session = gr.State(Session(), delete_callback=closed)
+    with gr.Row(equal_height=True):
+        chat_a, chat_b = (
+            gr.Chatbot(
+                label=f"Model {side}",
+                height=480,
+                feedback_options=None,
+                buttons=["copy"],
+                elem_id=f"chat-{side.lower()}",
+            )
+            for side in "AB"
+        )
+    status = gr.Markdown("", elem_id="status")
+    with gr.Row(visible=False, elem_id="vote-row") as vote_row:
+        vote_buttons = {
+            Outcome.A: gr.Button("👈 A is better", elem_id="vote-a"),
+            Outcome.B: gr.Button("👉 B is better", elem_id="vote-b"),
+            Outcome.TIE: gr.Button("🤝 Tie", elem_id="vote-tie"),
+            Outcome.BOTH_BAD: gr.Button("👎 Both are bad", elem_id="vote-both-bad"),
+        }
+    reveal = gr.Markdown("", visible=False, elem_id="reveal")
+    with gr.Row():
+        prompt = gr.Textbox(
+            placeholder="Type your prompt and press Enter",
+            show_label=False,
+            scale=8,
+            max_lines=8,
+            elem_id="prompt",
+        )
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+    new = gr.Button("🔄 New battle", elem_id="new-battle")
+
+    outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
+
+    def render(view: BattleView, changed: bool = True) -> tuple[Any, ...]:
+        """`changed=False`: only the chats moved; everything else is skipped, because
+        Gradio rebuilds a component's config for every update it is sent."""
+        if not changed:
+            skip = gr.skip()
+            return (chat_messages(view.a), chat_messages(view.b), *[skip] * 6)
+        can_type = view.state is BattleState.AWAITING_VOTE and view.turns_left > 0
+        return (
+            chat_messages(view.a),
+            chat_messages(view.b),
+            gr.update(value="", interactive=can_type),
+            gr.update(interactive=can_type),
+            gr.update(visible=view.state is BattleState.AWAITING_VOTE),
+            _status(view),
+            gr.update(value="", visible=False),
+            Session(battle_id=view.battle_id, view=view),
+        )
+
+    async def ask(
+        text: str, current: Session, request: gr.Request
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        voter = voter_of(request)
+        try:
+            view = current.view
+            if current.battle_id and view and view.state is BattleState.AWAITING_VOTE:
+                stream = battles.follow_up(current.battle_id, voter, text)
+            else:
+                stream = battles.start(voter, text)
+            last_state = None
+            async for view in stream:
+                yield render(view, changed=view.state is not last_state)
+                last_state = view.state
+        except ArenaError as err:
+            raise gr.Error(str(err)) from None
+
+    def voter_for(outcome: Outcome) -> Any:
+        async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
+            if not current.battle_id or current.view is None:
+                raise gr.Error("There is no battle to vote on yet.")
+            try:
+                result = await battles.vote(current.battle_id, voter_of(request), outcome)
+            except ArenaError as err:
+                raise gr.Error(str(err)) from None
+            view = current.view
+            return (
+                chat_messages(view.a, result.a),
+                chat_messages(view.b, result.b),
+                gr.update(value="", interactive=False),
+                gr.update(interactive=False),
+                gr.update(visible=False),
+                "Thanks for voting! Press **New battle** to play again.",
+                gr.update(value=reveal_markdown(result), visible=True),
+                Session(battle_id=current.battle_id, view=view, reveal=result),
+            )
+
+        vote.__name__ = f"vote_{outcome.value}"
+        return vote
+
+    async def new_battle(current: Session) -> tuple[Any, ...]:
+        if current.battle_id and current.reveal is None:
+            await battles.abandon(current.battle_id)
+        return (
+            [],
+            [],
+            gr.update(value="", interactive=True),
+            gr.update(interactive=True),
+            gr.update(visible=False),
+            "",
+            gr.update(value="", visible=False),
+            Session(),
+        )
+
+    # No concurrency limit: one voter's battle never waits for another's.
+    # One event for Send and Enter, so a session streams one battle at a time.
+    asking = gr.on(
+        [send.click, prompt.submit],
+        ask,
+        [prompt, session],
+        outputs,
+        api_name="ask",
+        concurrency_limit=None,
+    )
+    for outcome, button in vote_buttons.items():
+        button.click(
+            voter_for(outcome),
+            [session],
+            outputs,
+            api_name=f"vote_{outcome.value}",
+            concurrency_limit=None,
+        )
+    # Cancelling a streaming battle runs its abandon path; without it the old battle
+    # would keep streaming into the panes of the new one.
+    new.click(
+        new_battle,
+        [session],
+        outputs,
+        api_name="new_battle",
+        concurrency_limit=None,
+        cancels=[asking],
+    )
