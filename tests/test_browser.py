@@ -114,3 +114,66 @@ def test_new_battle_while_streaming(  # type: ignore[no-untyped-def]
             sa.select(db.battles.c.status).order_by(db.battles.c.created_at)
         ).scalars()
         assert list(rows) == ["abandoned", "awaiting_vote"]
+
+
+def test_leaderboard_tab_renders_a_snapshot(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, page
+) -> None:
+    from arena.categories import Tags
+    from arena.config import parse_config
+    from arena.lifecycle import Outcome
+    from arena.ratings_job import compute
+    from arena.store import Store
+    from tests.test_leaderboard import play
+
+    names = {"lb-strong": "terse", "lb-middle": "verbose", "lb-weak": "reasoner"}
+    registry = demo_config_data(demo_url, {**names, "lb-secret": "thinker"})
+    registry["models"][3]["unreleased"] = True
+    registry["leaderboard"] = {"min_votes": 15}
+    store = Store(db.make_engine(sqlite_url))
+    coding = Tags(frozenset({"coding"}), "en")
+    for k in range(12):
+        tags = coding if k % 2 else None
+        for a, b in (
+            ("lb-strong", "lb-middle"),
+            ("lb-middle", "lb-weak"),
+            ("lb-secret", "lb-strong"),
+        ):
+            play(store, a, b, Outcome.A, prompt=f"prompt {k}", tags=tags, text_a="**x**\n- y")
+    compute(store.engine, parse_config(registry))
+    url, recorder = arena_server(registry)
+    page.goto(url + "/")
+    page.get_by_role("tab", name="Leaderboard").click()
+    table = page.locator("#leaderboard-table")
+    table.get_by_text("lb-strong").first.wait_for(timeout=20_000)
+    text = table.inner_text()
+    assert text.index("lb-strong") < text.index("lb-middle") < text.index("lb-weak")
+    assert "preliminary" in text  # 12-24 votes each, under min_votes = 15 for some
+    footer = page.locator("#leaderboard-footer").inner_text()
+    assert "Snapshot #" in footer and "votes" in footer
+    assert page.locator("#leaderboard-intro").inner_text().startswith("How to read this")
+    page.locator("#plot-ratings .js-plotly-plot").first.wait_for(timeout=20_000)
+    assert page.locator(".js-plotly-plot").count() == 4
+    # The unreleased model is nowhere: not on the page, not in any byte sent to it.
+    assert "lb-secret" not in page.content() and "lb-secret" not in recorder.text()
+    # Search narrows the table; a category with no votes empties it.
+    page.locator("#lb-search input, #lb-search textarea").first.fill("weak")
+    page.wait_for_timeout(1500)
+    narrowed = table.inner_text()
+    assert "lb-weak" in narrowed and "lb-strong" not in narrowed
+    page.locator("#lb-search input, #lb-search textarea").first.fill("")
+    page.locator("#lb-category input").first.click()
+    page.get_by_role("option", name="Coding").click()
+    page.wait_for_timeout(1500)
+    coding_text = table.inner_text()
+    assert "lb-strong" in coding_text and "lb-weak" in coding_text
+    assert "18 votes in this board" in page.locator("#leaderboard-footer").inner_text()
+    page.locator("#lb-category input").first.click()
+    page.get_by_role("option", name="Math").click()
+    page.get_by_text("No votes in this board yet").wait_for(timeout=10_000)
+    page.locator("#lb-style input").check()
+    page.locator("#lb-category input").first.click()
+    page.get_by_role("option", name="Overall").click()
+    page.wait_for_timeout(1500)
+    assert "lb-strong" in table.inner_text()
+    assert "style control" in page.locator("#leaderboard-footer").inner_text()

@@ -217,8 +217,11 @@ def footer(view: BoardView, interval_minutes: float) -> str:
     extra = ""
     if p.get("position") and p["position"].get("elo") is not None:
         extra = f" Left-side advantage fitted: {p['position']['elo']:+.1f} rating points."
+    board = "with style control" if p["style_control"] else "without style control"
+    if not p["votes"]:
+        return f"No votes in this board yet (snapshot #{snap.id} of {when}, {board})."
     return (
-        f"Snapshot #{snap.id} of {when}: {p['votes']} votes in this board, "
+        f"Snapshot #{snap.id} of {when}, {board}: {p['votes']} votes in this board, "
         f"{p['votes_counted']} counted in all (of {p['votes_total']}).{extra}"
     )
 
