@@ -261,6 +261,19 @@ def test_without_a_side_bias_the_position_term_changes_little() -> None:
     np.testing.assert_array_equal(on.rank_ub, off.rank_ub)
 
 
+def test_ignoring_a_side_bias_shrinks_the_rating_spread() -> None:
+    """With random sides an unmodelled bias averages sigma(d + gamma) and sigma(d - gamma), which is
+    flatter than sigma(d): the plain fit pulls the ratings together, the position fit does not."""
+    rng = np.random.default_rng(17)
+    theta = rng.normal(0.0, 0.6, 8)
+    a, b, o = simulate_battles(theta, 100_000, rng, 0.3, position=0.6)
+    on = rate_arena(a, b, o, 8)
+    off = rate_arena(a, b, o, 8, options=RatingOptions(position=False))
+    truth = (theta - theta.mean()) * ELO_PER_UNIT
+    assert np.polyfit(on.rating, off.rating, 1)[0] < 0.95
+    assert np.polyfit(truth, on.rating, 1)[0] == pytest.approx(1.0, abs=0.03)
+
+
 def test_a_model_always_on_the_left_is_overrated_without_the_term() -> None:
     """The case the term is for: when one model's sides are not balanced, the plain fit credits
     it with the side bias; the position fit does not."""
