@@ -2,7 +2,8 @@
 
 Usage: start the arena (`make run`), then
     .venv/bin/pip install playwright   # the Python driver only; no browser download
-    .venv/bin/python docs/screenshot.py [URL]
+    .venv/bin/python docs/screenshot.py [URL]                 # the battle screenshots
+    .venv/bin/python docs/screenshot.py --leaderboard [URL]   # after votes and a ratings run
 Needs Chromium at /usr/bin/chromium (Debian package `chromium`).
 """
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:7860/"
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+URL = ARGS[0] if ARGS else "http://127.0.0.1:7860/"
 OUT = Path(__file__).resolve().parent / "img"
 FLAGS = [
     "--no-sandbox",
@@ -24,6 +26,19 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def leaderboard() -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(URL)
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.locator("#plot-ratings .js-plotly-plot").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)  # plotly draws after the element appears
+        page.screenshot(path=str(OUT / "leaderboard.png"), full_page=True)
+        browser.close()
+    print(f"saved {OUT / 'leaderboard.png'}")
 
 
 def main() -> None:
@@ -59,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    leaderboard() if "--leaderboard" in sys.argv else main()
