@@ -277,3 +277,37 @@ def test_lease_is_taken_over_when_it_expires(store: Store) -> None:
     second.release()
     assert not second.acquire(every=timedelta(minutes=1))  # just finished: not due
     assert second.acquire(every=timedelta(0))
+
+
+def test_serve_runs_the_job_in_a_child_process(arena_server, demo_url: str, sqlite_url: str):  # type: ignore[no-untyped-def]
+    """Inside `arena serve` the job runs on its own every interval, in a child process."""
+    import time
+
+    import httpx
+
+    from tests.servers import demo_config_data
+
+    data = demo_config_data(demo_url, {"one": "terse", "two": "verbose"})
+    data["ratings"] = {"interval_minutes": 0.02}
+    store = Store(db.make_engine(sqlite_url))
+    play(store, "one", "two", Outcome.A)
+    url, _ = arena_server(data)
+    deadline = time.monotonic() + 60
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        health = httpx.get(url + "/healthz").json()
+        if health["snapshot"]:
+            break
+        time.sleep(0.5)
+    assert health["snapshot"], health
+    rows = httpx.get(url + "/api/v1/leaderboard").json()["rows"]
+    assert {r["model"] for r in rows} == {"one", "two"}
+    # The parent held the lease while the child ran, and gives it back when the child ends.
+    finished = None
+    while finished is None and time.monotonic() < deadline:
+        with store.engine.connect() as conn:
+            finished = conn.scalar(
+                sa.select(db.leases.c.finished_at).where(db.leases.c.name == "ratings")
+            )
+        time.sleep(0.2)
+    assert finished is not None
