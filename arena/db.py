@@ -64,7 +64,8 @@ battles = sa.Table(
     sa.Column("source", sa.String(16), nullable=False, server_default="arena"),
     # Imported rows may come from non-anonymous battles; the ratings leave those out.
     sa.Column("anony", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("categories", sa.JSON),  # list of tags, arena.categories
+    # List of tags (arena.categories); SQL NULL, not JSON null, until tagged: backfill looks for it.
+    sa.Column("categories", sa.JSON(none_as_null=True)),
     sa.Column("language", sa.String(16)),
     # Hash of the normalised first prompt, for the ratings' prompt deduplication.
     sa.Column("prompt_hash", sa.String(32)),

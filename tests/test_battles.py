@@ -189,3 +189,52 @@ async def test_sweep_never_cuts_a_stream_that_may_still_run(demo_url: str, sqlit
         BattleState.AWAITING_VOTE,
         BattleState.ABANDONED,
     ]
+
+
+async def test_follow_up_after_a_model_left_the_registry(demo_url: str, sqlite_url: str) -> None:
+    """Regression (issue 6): this raised a bare KeyError and left the battle in `answering`."""
+    data = demo_config_data(demo_url, {"stays": "terse", "leaves": "verbose", "other": "terse"})
+    svc = service(sqlite_url, data)
+    voter = Voter("v")
+    views = await play(svc, voter, "first question")
+    battle = svc.store.battle(views[-1].battle_id)
+    gone = battle.model_a if battle.model_a != "stays" else battle.model_b
+    # The registry is reloaded without one of the two models (a restart with a new file).
+    data["models"] = [m for m in data["models"] if m["name"] != gone]
+    restarted = service(sqlite_url, data)
+    with pytest.raises(TurnRejected, match="no longer available"):
+        async for _ in restarted.follow_up(battle.id, voter, "and then?"):
+            pass
+    assert restarted.store.battle(battle.id).status is BattleState.AWAITING_VOTE
+    reveal = await restarted.vote(battle.id, voter, "a")  # the answers so far still count
+    assert gone in (reveal.a.model, reveal.b.model)
+
+
+async def test_battles_are_tagged_when_stored(demo_url: str, sqlite_url: str) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v")
+    views = await play(svc, voter, "Write a Python function that parses ISO dates")
+    battle = svc.store.battle(views[-1].battle_id)
+    assert "coding" in battle.categories and "multi_turn" not in battle.categories
+    async for _ in svc.follow_up(battle.id, voter, "Now add tests please"):
+        pass
+    again = svc.store.battle(battle.id)
+    assert {"coding", "multi_turn"} <= set(again.categories)
+    with svc.store.engine.connect() as conn:
+        row = conn.execute(db.battles.select().where(db.battles.c.id == battle.id)).one()
+    assert row.language == "en" and row.prompt_hash and row.tokens_a and row.tokens_b
+    assert row.length_a is not None and row.bold_a is not None
+
+
+async def test_backfill_tags_old_battles(demo_url: str, sqlite_url: str) -> None:
+    from arena.categories import RuleTagger
+
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    views = await play(svc, Voter("v"), "Prove that the square root of 2 is irrational")
+    battle_id = views[-1].battle_id
+    with svc.store.engine.begin() as conn:  # as stored before categories existed
+        conn.execute(db.battles.update().values(categories=None, language=None, prompt_hash=None))
+    assert svc.store.backfill_categories(RuleTagger()) == 1
+    assert "math" in svc.store.battle(battle_id).categories
+    assert svc.store.backfill_categories(RuleTagger()) == 0  # only untagged ones by default
+    assert svc.store.backfill_categories(RuleTagger(), only_missing=False) == 1
