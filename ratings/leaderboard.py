@@ -366,7 +366,8 @@ def rate_battles(
         features = style_features(style_a, style_b)
     else:
         features = np.zeros((a.size, 0))
-    data = style_data(a, b, o, features, n, weights, position=position)
+    # Without covariates the design depends only on the ordered pair: group the battles (exact).
+    data = style_data(a, b, o, features, n, weights, position=position, group=not style)
     fit = bt_style(data, prior=prior, penalty=penalty)
     kept = ~fit.dropped
     coef_lower = np.zeros(kept.size)

@@ -24,8 +24,12 @@ the constant is a combination of the strength columns, gamma is identified only 
 the penalty, and the sandwich would report that direction as certain. The column is then dropped
 (with a warning), as it is when there are no battles.
 
-Battles cannot be grouped here (each has its own covariates), so the fit works on the battles
-directly, with the same Newton / sandwich / chord-bootstrap machinery as the grouped fit.
+Battles with covariates cannot be grouped (each has its own), so the fit works on the battles
+directly, with the same Newton / sandwich / chord-bootstrap machinery as the grouped fit. Without
+covariates (the position term alone) the design depends only on the ordered pair, and
+`style_data(..., group=True)` groups battles into rows (model_a, model_b, score, weight) with a
+count. That is exact, as for `group_battles`: the objective, the sandwich and the bootstrap (an
+exact multinomial over the rows) are those of the battles.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import csgraph, csr_matrix
 from scipy.special import expit
 
-from .battles import _check_battles
+from .battles import _DENSE_LIMIT, _check_battles
 from .bt import _prior_terms, laplacian, newton_maximize
+from .sampling import Multinomial
 from .uncertainty import _inverse, apply_chord, chord_matrix, chord_status, run_chunks
 
 # Score of outcome codes a wins, b wins, tie, both bad.
@@ -116,7 +121,8 @@ class StyleData:
     `xt` holds the kept covariates transposed, (covariates, battles), so that every product with it
     is a contiguous pass that numpy's einsum does without BLAS (see `uncertainty.apply_chord`).
     `dropped` has one flag per covariate column before the drop. With `position`, the last of those
-    columns is the constant position column.
+    columns is the constant position column. `count`, if set, says how many identical battles each
+    row stands for (each with weight `weight`); None means one battle per row.
     """
 
     a: NDArray[np.int64]
@@ -127,10 +133,16 @@ class StyleData:
     n_models: int
     dropped: NDArray[np.bool_]
     position: bool = False
+    count: NDArray[np.float64] | None = None
 
     @property
     def n_battles(self) -> int:
-        return int(self.a.size)
+        return int(self.a.size) if self.count is None else int(np.rint(self.count.sum()))
+
+    @property
+    def row_weight(self) -> NDArray[np.float64]:
+        """Weight of each row in the summed log-likelihood: weight times count."""
+        return self.weight if self.count is None else self.weight * self.count
 
     @property
     def n_coef(self) -> int:
@@ -186,6 +198,37 @@ def sides_confounded(a: NDArray[np.int64], b: NDArray[np.int64], n: int) -> bool
     return bool(np.all(v[pa] - v[pb] == 1))
 
 
+def _ordered_cells(
+    a: NDArray[np.int64],
+    b: NDArray[np.int64],
+    o: NDArray[np.int64],
+    n: int,
+    w: NDArray[np.float64],
+    weighted: bool,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray, NDArray]:
+    """Battles grouped by (model_a, model_b, score class, weight): rows a, b, outcome (0, 1 or 2 for
+    any tie), count, weight; rows sorted by key."""
+    key = (a * n + b) * 3 + np.minimum(o, 2)
+    if not weighted:
+        if n * n * 3 <= max(_DENSE_LIMIT, 4 * key.size):
+            table = np.bincount(key, minlength=n * n * 3)
+            cells = np.flatnonzero(table)
+            count = table[cells]
+        else:
+            cells, count = np.unique(key, return_counts=True)
+        weight = np.ones(cells.size)
+    else:
+        order = np.lexsort((w, key))
+        ks, ws = key[order], w[order]
+        new = np.ones(ks.size, dtype=bool)
+        new[1:] = (ks[1:] != ks[:-1]) | (ws[1:] != ws[:-1])
+        first = np.flatnonzero(new)
+        cells, weight = ks[first], ws[first]
+        count = np.diff(np.append(first, ks.size))
+    pair, cls = np.divmod(cells, 3)
+    return pair // n, pair % n, cls, count.astype(np.float64), weight
+
+
 def style_data(
     model_a: ArrayLike,
     model_b: ArrayLike,
@@ -195,6 +238,7 @@ def style_data(
     weights: ArrayLike | None = None,
     *,
     position: bool = False,
+    group: bool = False,
 ) -> StyleData:
     """Validate battles and covariates; drop covariate columns with zero variance (and warn).
 
@@ -202,6 +246,9 @@ def style_data(
     after them: its coefficient is the log-odds gain of the model_a side. It is exempt from the
     zero-variance drop; it is dropped when the sides are confounded with the models
     (`sides_confounded`, with a warning) and, silently, when there are no battles.
+
+    `group=True` (only for `features` without columns) groups the battles into one row per
+    (model_a, model_b, score, weight) with a count: exact, and much smaller for many battles.
     """
     a, b, o, n = _check_battles(model_a, model_b, outcome, n_models)
     x = np.asarray(features, dtype=np.float64)
@@ -211,6 +258,10 @@ def style_data(
         raise ValueError("features must be a (battles, covariates) array")
     if not np.all(np.isfinite(x)):
         raise ValueError("features must be finite")
+    if group and x.shape[1]:
+        raise ValueError(
+            "group=True needs features without columns (battles with covariates cannot be grouped)"
+        )
     w = np.ones(a.size) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape != a.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite, non-negative and one per battle")
@@ -221,6 +272,10 @@ def style_data(
             "are dropped (coefficient 0)",
             stacklevel=2,
         )
+    count = None
+    if group:
+        a, b, o, count, w = _ordered_cells(a, b, o, n, w, weights is not None)
+        x = np.zeros((a.size, 0))
     if position:
         x = np.column_stack([x, np.ones(a.size)])
         confounded = sides_confounded(a, b, n)
@@ -233,7 +288,7 @@ def style_data(
             )
         dropped = np.append(dropped, confounded)
     xt = np.ascontiguousarray(x[:, ~dropped].T)
-    return StyleData(a, b, _SCORE[o], xt, w, n, dropped, position)
+    return StyleData(a, b, _SCORE[o], xt, w, n, dropped, position, count)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +314,7 @@ def style_loglik(
     theta, beta = _split(params, data)
     z = _logits(theta, beta, data)
     # y log sigma(z) + (1 - y) log sigma(-z) = y z - log(1 + e^z)
-    ll = float(np.sum(data.weight * (data.y * z - _softplus(z))))
+    ll = float(np.sum(data.row_weight * (data.y * z - _softplus(z))))
     return ll + _prior_terms(theta, prior)[0] - 0.5 * penalty * float(beta @ beta)
 
 
@@ -268,7 +323,7 @@ def style_score(
 ) -> NDArray:
     """Gradient of `style_loglik`."""
     theta, beta = _split(params, data)
-    r = data.weight * (data.y - expit(_logits(theta, beta, data)))
+    r = data.row_weight * (data.y - expit(_logits(theta, beta, data)))
     n = data.n_models
     g_theta = np.bincount(data.a, r, n) - np.bincount(data.b, r, n) + _prior_terms(theta, prior)[1]
     return np.concatenate([g_theta, np.einsum("fn,n->f", data.xt, r) - penalty * beta])
@@ -294,7 +349,7 @@ def _information(params: NDArray, data: StyleData, prior: float, penalty: float)
     p = expit(_logits(theta, beta, data))
     f = data.n_coef
     return _block(
-        data.weight * p * (1.0 - p), data, _prior_terms(theta, prior)[2], np.full(f, penalty)
+        data.row_weight * p * (1.0 - p), data, _prior_terms(theta, prior)[2], np.full(f, penalty)
     )
 
 
@@ -344,7 +399,10 @@ def sandwich_style(data: StyleData, fit: StyleFit) -> NDArray[np.float64]:
     p = expit(_logits(theta, beta, data))
     f = data.n_coef
     h = _information(params, data, fit.prior, fit.penalty)
+    # Each battle contributes its own squared score: a row of `count` battles, count times.
     r2 = (data.weight * (data.y - p)) ** 2
+    if data.count is not None:
+        r2 = r2 * data.count
     g = _block(r2, data, np.zeros(data.n_models), np.zeros(f))
     hi = _inverse(h, data.n_models + f, 1.0)
     cov = hi @ g @ hi
@@ -363,17 +421,21 @@ def bootstrap_style(
 ) -> NDArray[np.float64]:
     """Bootstrap refits of the style model; returns (rounds, len(params)) natural-unit parameters.
 
-    Each round draws the battles with replacement (N uniform indices, an exact multinomial) and
-    refits by chord iteration from the full-data estimate with the full-data Hessian inverse,
-    restricted to the battles drawn at least once; a round that does not settle is refitted by full
-    Newton. Threads as in `bootstrap_pairwise`; results depend on `rng` only.
+    Each round draws the battles with replacement (N uniform indices, an exact multinomial; for
+    grouped rows the same multinomial, drawn over the rows) and refits by chord iteration from the
+    full-data estimate with the full-data Hessian inverse, restricted to the rows drawn at least
+    once; a round that does not settle is refitted by full Newton. Threads as in
+    `bootstrap_pairwise`; results depend on `rng` only.
     """
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
     if fit is None:
         fit = bt_style(data, prior=prior, penalty=penalty)
     prior, penalty = fit.prior, fit.penalty
-    n, f, m = data.n_models, data.n_coef, data.n_battles
+    n, f, m = data.n_models, data.n_coef, data.a.size
+    # Battles are drawn with replacement: N uniform indices, or for grouped rows the same thing as
+    # an exact multinomial over the rows.
+    sampler = None if data.count is None else Multinomial(np.rint(data.count))
     params0 = fit.params
     h_inv = chord_matrix(_information(params0, data, prior, penalty), n, prior)
     wy = data.weight * data.y
@@ -414,7 +476,10 @@ def bootstrap_style(
     def task(start: int, stop: int, r: np.random.Generator) -> NDArray[np.float64]:
         out = np.empty((stop - start, n + f))
         for k in range(stop - start):
-            count = np.bincount(r.integers(0, m, size=m), minlength=m)
+            if sampler is None:
+                count = np.bincount(r.integers(0, m, size=m), minlength=m)
+            else:
+                count = sampler.draw(r)
             params, ok = one_round(count)
             if not ok:
                 boot = StyleData(

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from ratings import (
     A_WINS,
@@ -13,6 +14,7 @@ from ratings import (
     ELO_PER_UNIT,
     RatingOptions,
     StyleFit,
+    bootstrap_style,
     bt_style,
     group_battles,
     rank_lower_bound,
@@ -117,6 +119,48 @@ def test_confounded_sides_leave_the_position_term_out() -> None:
         a3, b3, o3 = (np.concatenate(pair) for pair in ((a, a2), (b, b2), (o, o2)))
         mixed = rate_arena(a3, b3, o3, 4)
     assert mixed.position_coef is not None and np.isfinite(mixed.position_coef)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouping_battles_without_covariates_is_exact(weighted: bool) -> None:
+    """Rows (model_a, model_b, score, weight) with counts give the battles' fit and sandwich."""
+    _, a, b, o = sided(18, 0.3, n=6, m=3000)
+    w = np.where(np.arange(a.size) % 3 == 0, 2.0, 0.5) if weighted else None
+    raw = style_data(a, b, o, no_style(a.size), 6, w, position=True)
+    grouped = style_data(a, b, o, no_style(a.size), 6, w, position=True, group=True)
+    assert grouped.count is not None and raw.count is None
+    assert grouped.a.size < a.size / 10
+    assert grouped.n_battles == raw.n_battles == a.size
+    assert grouped.row_weight.sum() == pytest.approx(raw.weight.sum())
+    fit_raw, fit_grouped = bt_style(raw), bt_style(grouped)
+    np.testing.assert_allclose(fit_grouped.theta, fit_raw.theta, atol=1e-10)
+    np.testing.assert_allclose(fit_grouped.coef, fit_raw.coef, atol=1e-10)
+    assert fit_grouped.loglik == pytest.approx(fit_raw.loglik, rel=1e-12)
+    np.testing.assert_allclose(
+        sandwich_style(grouped, fit_grouped), sandwich_style(raw, fit_raw), rtol=1e-8, atol=1e-14
+    )
+    p = np.random.default_rng(18).normal(0.0, 0.5, 7)
+    np.testing.assert_allclose(style_score(p, grouped), style_score(p, raw), atol=1e-9)
+    np.testing.assert_allclose(style_hessian(p, grouped), style_hessian(p, raw), atol=1e-9)
+    with pytest.raises(ValueError, match="group"):
+        style_data(a, b, o, np.ones((a.size, 1)), 6, position=True, group=True)
+
+
+def test_bootstrap_of_grouped_rows_equals_the_bootstrap_of_battles() -> None:
+    _, a, b, o = sided(19, 0.3, n=4, m=600)
+    raw = style_data(a, b, o, no_style(a.size), 4, position=True)
+    grouped = style_data(a, b, o, no_style(a.size), 4, position=True, group=True)
+    rounds = 1500
+    one = bootstrap_style(raw, rounds, np.random.default_rng(2))
+    two = bootstrap_style(grouped, rounds, np.random.default_rng(3))
+    again = bootstrap_style(grouped, 20, np.random.default_rng(3), workers=1)
+    np.testing.assert_array_equal(again, two[:20])  # reproducible whatever the threads
+    # The same distribution of refits: contrasts of strengths and gamma (the last column).
+    columns = [one[:, k] - one[:, 0] for k in (1, 2, 3)] + [one[:, -1]]
+    others = [two[:, k] - two[:, 0] for k in (1, 2, 3)] + [two[:, -1]]
+    for x, y in zip(columns, others, strict=True):
+        assert stats.ks_2samp(x, y).pvalue > 1e-3
+        assert np.std(y) == pytest.approx(np.std(x), rel=0.08)
 
 
 @pytest.mark.parametrize("with_style", [False, True])
