@@ -462,14 +462,17 @@ def compute(
     force: bool = False,
     fail_after: int | None = None,
 ) -> RunResult:
-    """One ratings run. Writes nothing when no vote arrived and no parameter changed since the
-    last run, unless `force`. `fail_after` (tests only) raises after that many boards, to show
+    """One ratings run. Writes nothing when there is no vote yet, or when no vote arrived and no
+    parameter changed since the last run, unless `force`. `fail_after` (tests only) raises after that many boards, to show
     that a failed run leaves no partial snapshot."""
     started = time.perf_counter()
     params = params_of(config)
     cutoff: int | None = latest_vote(engine)
     last_cutoff, last_params = _last_run(engine)
-    if not force and last_params is not None and cutoff == last_cutoff and params == last_params:
+    if not force and (
+        cutoff is None  # no vote at all yet: an empty leaderboard says nothing
+        or (last_params is not None and cutoff == last_cutoff and params == last_params)
+    ):
         return RunResult(run_id=None)
     votes = load_votes(engine, cutoff if cutoff is not None else 0)
     ctx = Context(config)
