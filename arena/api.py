@@ -17,6 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from arena.errors import ApiParameterError
 from arena.interchange import write_battles
@@ -31,6 +32,7 @@ from arena.leaderboard import (
 from arena.transfer import battle_page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api")
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 
 ROW_FIELDS = (
     "rank_ub",
@@ -77,7 +79,9 @@ def _cached(request: Request, body: bytes, media_type: str, **headers: str) -> R
     max_age = request.app.state.arena.config.leaderboard.cache_seconds
     common = {"ETag": tag, "Cache-Control": f"public, max-age={max_age}", **headers}
     match = request.headers.get("if-none-match", "")
-    if tag in [t.strip() for t in match.split(",")] or match.strip() == "*":
+    # Weak comparison (RFC 9110): a proxy that compressed the body sends W/"…" back.
+    offered = [t.strip().removeprefix("W/") for t in match.split(",")]
+    if tag in offered or match.strip() == "*":
         return Response(status_code=304, headers=common)
     return Response(body, media_type=media_type, headers=common)
 
@@ -86,7 +90,8 @@ def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:  # booleans as the battle CSV writes them
+        writer.writerow({k: str(v).lower() if isinstance(v, bool) else v for k, v in row.items()})
     return out.getvalue().encode("utf-8")
 
 
@@ -95,6 +100,8 @@ def _arena(request: Request) -> Any:
 
 
 def _snapshot_for(app: Any, category: str, style_control: bool) -> Snapshot:
+    if len(category) > 64 or not category.isprintable():
+        raise ApiParameterError("category", "category must be a printable name of 64 characters")
     snap = app.snapshots.latest(category, style_control)
     if snap is not None:
         return snap
@@ -168,7 +175,10 @@ def v1() -> FastAPI:
         body, media = await asyncio.to_thread(build)
         return _cached(request, body, media)
 
-    @api.get("/leaderboard/snapshots", summary="Snapshot history, newest first (paged)")
+    @api.get(
+        "/leaderboard/snapshots",
+        summary="Snapshot history, newest first (paged)",
+    )
     async def snapshots(
         request: Request,
         limit: int = Query(50, ge=1, le=500),
@@ -185,11 +195,14 @@ def v1() -> FastAPI:
         body = json.dumps({"snapshots": items}).encode("utf-8")
         return _cached(request, body, "application/json", **headers)
 
-    @api.get("/leaderboard/snapshots/{snapshot_id}", summary="One snapshot, with its matrices")
+    @api.get(
+        "/leaderboard/snapshots/{snapshot_id}",
+        summary="One snapshot, with its matrices",
+    )
     async def snapshot(request: Request, snapshot_id: str) -> Response:
         app = _arena(request)
-        if not snapshot_id.isdigit() or len(snapshot_id) > 18:
-            raise ApiParameterError("snapshot_id", f"not a snapshot id: {snapshot_id!r}")
+        if not (snapshot_id.isascii() and snapshot_id.isdigit()) or int(snapshot_id) > MAX_ID:
+            raise ApiParameterError("snapshot_id", f"not a snapshot id: {snapshot_id[:40]!r}")
         snap = await asyncio.to_thread(app.snapshots.get, int(snapshot_id))
         if snap is None:
             raise ApiParameterError("snapshot_id", f"no snapshot {snapshot_id}", status=404)
@@ -202,7 +215,10 @@ def v1() -> FastAPI:
         body = await asyncio.to_thread(build)
         return _cached(request, body, "application/json")
 
-    @api.get("/models", summary="Public model cards (unreleased models are absent)")
+    @api.get(
+        "/models",
+        summary="Public model cards (unreleased models are absent)",
+    )
     async def models(request: Request) -> Response:
         app = _arena(request)
         rated = await asyncio.to_thread(rated_models, app.engine)
@@ -224,7 +240,10 @@ def v1() -> FastAPI:
         ).encode("utf-8")
         return _cached(request, body, "application/json")
 
-    @api.get("/battles", summary="Anonymised votes for research, in vote order (keyset paged)")
+    @api.get(
+        "/battles",
+        summary="Anonymised votes for research, in vote order (keyset paged)",
+    )
     async def battles(
         request: Request,
         since: str | None = None,
@@ -260,12 +279,20 @@ def v1() -> FastAPI:
         media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
         return _cached(request, body, media, **headers)
 
+    # HEAD answers like GET without the body (health checks and caches use it); kept out of
+    # the OpenAPI document, which would list every operation twice.
+    for route in list(api.routes):
+        if isinstance(route, APIRoute) and "GET" in route.methods:
+            api.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
     return api
 
 
 def _next(request: Request, **params: Any) -> str:
     """The Link header for the next page: this request's URL with the new cursor."""
-    return f'<{request.url.include_query_params(**params)}>; rel="next"'
+    # Relative to this origin (RFC 8288): never built from the Host header, which a client
+    # controls, on a response that shared caches keep.
+    url = request.url.include_query_params(**params)
+    return f'<{url.path}?{url.query}>; rel="next"'
 
 
 def _parse_since(text: str) -> datetime:
@@ -277,4 +304,5 @@ def _parse_since(text: str) -> datetime:
         raise ApiParameterError(
             "since", f"since must be an ISO 8601 time or unix seconds, got {text!r}"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # In UTC: SQLite compares the stored UTC text, so an offset must not survive to the query.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)

@@ -112,7 +112,7 @@ def create_app(
     asgi.state.arena = app
     asgi.add_middleware(VoterCookie)
     asgi.include_router(api.router)
-    asgi.add_api_route("/healthz", api.healthz, methods=["GET"], include_in_schema=False)
+    asgi.add_api_route("/healthz", api.healthz, methods=["GET", "HEAD"], include_in_schema=False)
     v1 = api.v1()
     v1.state.arena = app
     asgi.mount("/api/v1", v1)

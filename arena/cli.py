@@ -136,8 +136,11 @@ def cmd_ratings(args: argparse.Namespace) -> None:
     if not args.no_lease:
         lease = Lease(engine, "ratings", holder_id(), timedelta(hours=1))
         if not lease.acquire():
+            holder, until = lease.holder_now() or ("?", None)
+            when = until.strftime("%H:%M UTC") if until else "soon"
             raise ArenaError(
-                f"a ratings run is already in progress ({lease.holder_now()}); try again later"
+                f"a ratings run is in progress (process {holder}); its lease runs until {when}, "
+                "so a run that died blocks new runs until then"
             )
     try:
         result = compute(engine, config, force=args.force)
@@ -145,7 +148,10 @@ def cmd_ratings(args: argparse.Namespace) -> None:
         if lease is not None:
             lease.release()
     if result.run_id is None:
-        print("no new votes since the last snapshot; nothing written (use --force to rerun)")
+        print(
+            "nothing written: there are no votes yet, or none since the last snapshot with the "
+            "same settings (--force writes one anyway)"
+        )
         return
     removed = ", ".join(f"{s['name']} {s['removed']}" for s in result.stages if s["removed"])
     print(
@@ -176,30 +182,59 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from arena.store import Store
-
     engine, config = _engine_and_config()
-    out = sys.stdout if args.file == "-" else open(args.file, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    fmt = args.format or "json"
+    if args.what == "leaderboard":
+        if fmt not in ("json", "csv"):
+            raise ArenaError("the leaderboard is written as json or csv")
+        text = _leaderboard_text(engine, config, args, fmt)  # fails before any file is touched
+        _write_out(args.file, lambda out: out.write(text))
+        return
+    from arena.interchange import write_battles
+    from arena.store import Store
+    from arena.transfer import all_battles
+
+    rows = all_battles(
+        engine,
+        include_content=args.include_content or config.export.include_content,
+        salt=Store(engine).secret("export_salt"),
+    )
+    count = _write_out(args.file, lambda out: write_battles(rows, out, fmt))
+    print(f"exported {count} battles", file=sys.stderr)
+
+
+def _write_out(path: str, write: Any) -> Any:
+    """Write to standard output, or to `path` through a temporary file renamed at the end, so
+    a failure never leaves a half-written (or emptied) file."""
+    import os
+    import tempfile
+
+    if path == "-":
+        try:
+            result = write(sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        return result
+    target = Path(path)
+    if target.is_dir():
+        raise ArenaError(f"{path} is a directory; give a file name")
     try:
-        if args.what == "battles":
-            from arena.interchange import write_battles
-            from arena.transfer import all_battles
-
-            rows = all_battles(
-                engine,
-                include_content=args.include_content or config.export.include_content,
-                salt=Store(engine).secret("export_salt"),
-            )
-            count = write_battles(rows, out, args.format or "json")
-            print(f"exported {count} battles", file=sys.stderr)
-        else:
-            _export_leaderboard(engine, config, args, out)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as err:
+        raise ArenaError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            result = write(out)
+        os.replace(tmp, target)
     finally:
-        if out is not sys.stdout:
-            out.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return result
 
 
-def _export_leaderboard(engine: Any, config: Any, args: argparse.Namespace, out: Any) -> None:
+def _leaderboard_text(engine: Any, config: Any, args: argparse.Namespace, fmt: str) -> str:
     import json
 
     from arena.api import ROW_FIELDS, _csv
@@ -214,11 +249,10 @@ def _export_leaderboard(engine: Any, config: Any, args: argparse.Namespace, out:
             + (f" (known: {', '.join(known)})" if known else ": run `arena ratings compute`")
         )
     rows = public_rows(snap, config, model_cards(config, rated_models(engine)))
-    if (args.format or "json") == "csv":
-        out.write(_csv(rows, ROW_FIELDS).decode("utf-8"))
-    else:
-        doc = {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
-        out.write(json.dumps(doc, indent=1) + "\n")
+    if fmt == "csv":
+        return _csv(rows, ROW_FIELDS).decode("utf-8")
+    doc = {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def cmd_settings(args: argparse.Namespace) -> None:

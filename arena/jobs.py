@@ -90,8 +90,8 @@ class Lease:
                 .values(holder=None, expires_at=None, finished_at=_now())
             )
 
-    def holder_now(self) -> str | None:
-        """Who holds the lease now, if anyone (for messages)."""
+    def holder_now(self) -> tuple[str, datetime] | None:
+        """Who holds the lease now and until when, if anyone (for messages)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(db.leases.c.holder, db.leases.c.expires_at).where(
@@ -101,7 +101,7 @@ class Lease:
         if row is None or row.expires_at is None or row.holder is None:
             return None
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-        return str(row.holder) if expires > _now() else None
+        return (str(row.holder), expires) if expires > _now() else None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-import ratings
 from arena import db
 from arena.config import ArenaConfig
 
@@ -95,7 +93,8 @@ def public_rows(
     *,
     show_deprecated: bool = False,
 ) -> list[dict[str, Any]]:
-    """The rows the public may see, ranked among themselves."""
+    """The rows the public may see. Hidden models never reach a board (the job's
+    `hidden_model` stage); the check here is a second lock, for a model hidden since."""
     hidden = {m.name for m in config.models if m.unreleased}
     rows = []
     for row in snapshot.payload["rows"]:
@@ -115,19 +114,9 @@ def public_rows(
                 "deprecated": deprecated,
             }
         )
-    if rows:
-        rows.sort(key=lambda r: -r["rating"])
-        lower = np.array([np.nan if r["lower"] is None else r["lower"] for r in rows])
-        upper = np.array([np.nan if r["upper"] is None else r["upper"] for r in rows])
-        for r, ub, lb in zip(
-            rows,
-            ratings.rank_upper_bound(lower, upper),
-            ratings.rank_lower_bound(lower, upper),
-            strict=True,
-        ):
-            r["rank_ub"], r["rank_lb"] = int(ub), int(lb)
-        # Ranked as the public arena lists them: by rank, then rating.
-        rows.sort(key=lambda r: (r["rank_ub"], -r["rating"]))
+    # Ranks as fitted: the job leaves hidden models out of every board, so none of them left
+    # a gap to close here.
+    rows.sort(key=lambda r: (r["rank_ub"], -r["rating"]))
     return rows
 
 
@@ -197,20 +186,23 @@ class SnapshotReader:
         return snap
 
     def latest_id(self, category: str = OVERALL, style_control: bool = False) -> int | None:
+        """The board of the newest run only: a board the newest run no longer has (a
+        language under its threshold now) is not served from an older run."""
         key = (category, style_control)
         now = time.monotonic()
         hit = self._latest.get(key)
         if hit is not None and now - hit[0] < self.LATEST_TTL:
             return hit[1]
         s = db.snapshots.c
+        newest_run = sa.select(s.run_id).order_by(s.id.desc()).limit(1).scalar_subquery()
         with self.engine.connect() as conn:
             value = conn.scalar(
-                sa.select(sa.func.max(s.id)).where(
-                    s.category == category, s.style_control == style_control
+                sa.select(s.id).where(
+                    s.run_id == newest_run, s.category == category, s.style_control == style_control
                 )
             )
         if value is None:
-            return None  # not cached: the first snapshot shows as soon as it is written
+            return None  # not cached: a new board shows as soon as it is written
         self._latest[key] = (now, int(value))
         return int(value)
 

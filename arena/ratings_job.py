@@ -9,6 +9,7 @@ API only read what a run wrote (arena/leaderboard.py). See docs/leaderboard.md f
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
+from scipy.sparse import csgraph, csr_matrix
 from sqlalchemy.engine import Engine
 
 import ratings
@@ -69,6 +71,15 @@ class Votes:
 @dataclass(frozen=True)
 class Context:
     config: ArenaConfig
+    rated_models: frozenset[str] = frozenset()  # models known only from imported votes
+
+    def public(self, name: str) -> bool:
+        """May this model's rating be published? Unreleased models may not, and neither may
+        a model nobody lists any more: it may be a codename withdrawn before release."""
+        entry = self.config.find(name)
+        return (entry is not None and not entry.unreleased) or (
+            entry is None and name in self.rated_models
+        )
 
 
 # A stage returns the mask of votes it removes, given those still kept by earlier stages.
@@ -113,6 +124,14 @@ def _imported(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np
     if ctx.config.ratings.include_imported:
         return np.zeros(len(votes), dtype=bool)
     return votes.imported
+
+
+@stage("hidden_model")
+def _hidden_model(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    # Left out of every board, not only hidden when shown: a board fitted with a secret
+    # model gives it away through the mean rating and the vote counts (review of issue 6).
+    hidden = np.array([not ctx.public(m) for m in votes.models] + [False], dtype=bool)
+    return hidden[votes.model_a] | hidden[votes.model_b]
 
 
 @stage("prompt_dedup")
@@ -352,13 +371,29 @@ def fit_board(
     local[present] = np.arange(present.size)
     a, b, o = local[votes.model_a[sel]], local[votes.model_b[sel]], votes.outcome[sel]
     n = int(present.size)
+    if n == 0:  # an empty board: nothing to fit (a bootstrap of nothing has no answer)
+        return {
+            "votes": 0,
+            "groups": 0,
+            "position": None,
+            "style": None,
+            "rows": [],
+            "models": [],
+            "matrices": {"battles": [], "win_rate": [], "predicted": []},
+        }
     rng = np.random.default_rng(options.seed)
     with warnings.catch_warnings():
-        # Disconnected groups and zero-variance style columns are reported in the payload.
+        # Disconnected groups are reported as `groups`; zero-variance style columns get a
+        # zero coefficient.
         warnings.simplefilter("ignore")
         board = ratings.rate_arena(
             a, b, o, n, options=options, style_a=style_a, style_b=style_b, rng=rng
         )
+    groups = int(
+        csgraph.connected_components(
+            csr_matrix((np.ones(a.size), (a, b)), shape=(n, n)), directed=False
+        )[0]
+    )
     pc = ratings.group_battles(a, b, o, n)
     counts = ratings.battle_count_matrix(pc)
     empirical = ratings.win_rate_matrix(pc)
@@ -374,8 +409,8 @@ def fit_board(
             {
                 "model": names[k],
                 "rating": _r(board.rating[k]),
-                "lower": _r(board.lower[k]),
-                "upper": _r(board.upper[k]),
+                "lower": _r(board.lower[k], 3),
+                "upper": _r(board.upper[k], 3),
                 "rank_ub": int(board.rank_ub[k]),
                 "rank_lb": int(board.rank_lb[k]),
                 "votes": int(board.battles[k]),
@@ -404,6 +439,9 @@ def fit_board(
         }
     return {
         "votes": int(sel.size),
+        # Models that never met, directly or through others, are on one scale only through
+        # the prior: more than one group makes comparisons across groups meaningless.
+        "groups": groups,
         "position": position,
         "style": style,
         "rows": rows,
@@ -441,6 +479,11 @@ def _last_run(engine: Engine) -> tuple[int | None, dict[str, Any] | None]:
     return row.cutoff_vote_id, json.loads(gzip.decompress(row.payload))["params"]
 
 
+def _rated_models(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(sa.select(db.rated_models.c.name)))
+
+
 def params_of(config: ArenaConfig) -> dict[str, Any]:
     """Everything that decides a board, recorded whole in each snapshot."""
     r = config.ratings
@@ -463,10 +506,16 @@ def compute(
     fail_after: int | None = None,
 ) -> RunResult:
     """One ratings run. Writes nothing when there is no vote yet, or when no vote arrived and no
-    parameter changed since the last run, unless `force`. `fail_after` (tests only) raises after that many boards, to show
-    that a failed run leaves no partial snapshot."""
+    parameter changed since the last run, unless `force`. `fail_after` (tests only) raises
+    after that many boards, to show that a failed run leaves no partial snapshot."""
     started = time.perf_counter()
+    rated = _rated_models(engine)
+    ctx = Context(config, frozenset(rated))
     params = params_of(config)
+    # Releasing a model (or listing a new one) must bring a new run even without new votes;
+    # the names are public, so their digest is too.
+    public = sorted(n for n in {*(m.name for m in config.models), *rated} if ctx.public(n))
+    params["public_models"] = hashlib.sha256("\n".join(public).encode()).hexdigest()[:16]
     cutoff: int | None = latest_vote(engine)
     last_cutoff, last_params = _last_run(engine)
     if not force and (
@@ -475,7 +524,6 @@ def compute(
     ):
         return RunResult(run_id=None)
     votes = load_votes(engine, cutoff if cutoff is not None else 0)
-    ctx = Context(config)
     kept, stages = apply_stages(votes, ctx)
     masks = category_masks(votes, kept, config)
     boards: list[tuple[str, bool, dict[str, Any]]] = []

@@ -8,11 +8,13 @@ their id is derived from the row's content, so importing the same file twice add
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +26,12 @@ from sqlalchemy.engine import Connection, Engine
 from arena import db
 from arena.categories import Tagger
 from arena.config import ArenaConfig
-from arena.errors import ApiParameterError
+from arena.errors import ApiParameterError, ImportFormatError
 from arena.interchange import BattleRow, StyleCounts, read_battles
 from arena.lifecycle import BattleState, Outcome
 from arena.store import MULTI_TURN, prompt_hash
 
-CHUNK = 5000
+CHUNK = 10000
 # Arena's own exports carry battle ids in this form; other arenas' question ids do not.
 _ARENA_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Public clean-battle files name languages in English; categories use ISO 639-1 codes.
@@ -69,7 +71,9 @@ def language_code(value: str | None) -> str | None:
     text = value.strip().lower()
     if text in ("unknown", "none", "und"):
         return None
-    return _LANGUAGE_CODES.get(text, text[:16])
+    code = _LANGUAGE_CODES.get(text, text)
+    # A code, not free text: anything else would become a category of its own.
+    return code if re.fullmatch(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})?", code) else None
 
 
 def battle_id(row: BattleRow, number: int) -> str:
@@ -181,11 +185,102 @@ def _write_chunk(
         )
         messages.extend(_messages(row, ident, when))
     if battles:
-        conn.execute(db.battles.insert(), battles)
-        conn.execute(db.votes.insert(), votes)
+        bulk_insert(conn, db.battles, battles)
+        bulk_insert(conn, db.votes, votes)
         if messages:
-            conn.execute(db.messages.insert(), messages)
+            bulk_insert(conn, db.messages, messages)
     report.added += len(battles)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:  # flags and tag lists repeat across rows: encode each distinct one once
+        return _json_cached(tuple(value.items()) if isinstance(value, dict) else tuple(value))
+    except TypeError:  # something unhashable inside
+        return json.dumps(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_cached(key: tuple[Any, ...]) -> str:
+    if key and isinstance(key[0], tuple):
+        return json.dumps(dict(key))
+    return json.dumps(list(key))
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_time(value: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME text form; the values are UTC. A row's three timestamps
+    # are one value, so the cache formats it once.
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _converter(column: sa.Column[Any], dialect: str) -> Callable[[Any], Any]:
+    if isinstance(column.type, sa.JSON):
+        return _json_text
+    if dialect == "sqlite" and isinstance(column.type, sa.DateTime):
+        return lambda v: None if v is None else _sqlite_time(v)
+    if dialect == "sqlite" and isinstance(column.type, sa.Boolean):
+        return lambda v: None if v is None else int(v)
+    return lambda v: v
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """executemany at the driver, values converted as SQLAlchemy would store them.
+
+    Core's per-row bind processing cost more than SQLite itself at a million rows
+    (bench/api.py); the column types here are few and plain, so the conversion is too.
+    """
+    names = list(rows[0])
+    dialect = conn.dialect.name
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    convert = [_converter(table.c[name], dialect) for name in names]
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+    conn.exec_driver_sql(
+        sql, [tuple(f(row[n]) for f, n in zip(convert, names, strict=True)) for row in rows]
+    )
+
+
+# Bounds of what the tables hold on both databases.
+_MAX_INT = 2**31 - 1
+_MIN_TIME, _MAX_TIME = -62135596800.0, 253402300799.0  # years 1 to 9999
+
+
+def _kept(report: ImportReport) -> str:
+    if not report.added:
+        return "; nothing was imported"
+    return (
+        f"; the {report.added} votes before it were imported: fix the file and import it "
+        "again (nothing is added twice)"
+    )
+
+
+def _check_row(path: Path, number: int, row: BattleRow, report: ImportReport) -> None:
+    """Refuse, with the row and field named, what a table cannot hold."""
+
+    def fail(field: str, problem: str) -> ImportFormatError:
+        return ImportFormatError(f"{path}: row {number}, field {field!r}: {problem}{_kept(report)}")
+
+    for field_name in ("model_a", "model_b"):
+        name = getattr(row, field_name)
+        if len(name) > 128:
+            raise fail(field_name, f"a model name has at most 128 characters, not {len(name)}")
+    if row.tstamp is not None and not _MIN_TIME < row.tstamp < _MAX_TIME:
+        raise fail("tstamp", f"not a time in years 1 to 9999: {row.tstamp!r}")
+    if row.turn > 10000:
+        raise fail("turn", f"more turns than any battle has: {row.turn}")
+    for side, style in (("a", row.style_a), ("b", row.style_b)):
+        if style and max(style.tokens, style.headers, style.lists, style.bold) > _MAX_INT:
+            raise fail("conv_metadata", f"a count of side {side} is too large")
+    texts = [row.model_a, row.model_b, row.judge or "", row.language or ""]
+    for conv in (row.conversation_a, row.conversation_b):
+        texts += [content for _, content in conv or ()]
+    for text in texts:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise fail("text", "holds a lone UTF-16 surrogate, which is not text") from None
 
 
 def _add_models(conn: Connection, names: set[str], config: ArenaConfig) -> list[str]:
@@ -218,8 +313,22 @@ def import_file(
         models.clear()
         chunk.clear()
 
-    for number, row in read_battles(path, fmt):
+    rows = read_battles(path, fmt)
+    while True:
+        try:
+            number, row = next(rows)
+        except StopIteration:
+            break
+        except ImportFormatError as err:
+            raise ImportFormatError(f"{err}{_kept(report)}") from None
+        except (RecursionError, ValueError, OverflowError, UnicodeError) as err:
+            # What the reader's own checks let through: nesting past Python's limit, numbers
+            # past int()'s digit limit.
+            raise ImportFormatError(
+                f"{path}: row {report.read + 1}: unreadable ({type(err).__name__}){_kept(report)}"
+            ) from None
         report.read += 1
+        _check_row(path, number, row, report)
         if row.model_a == row.model_b:
             report.self_battles += 1
             continue
@@ -243,7 +352,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value = text.split(":", 1)
-        if prefix != "v1" or not value.isdigit():
+        if prefix != "v1" or not (value.isascii() and value.isdigit()) or int(value) > 2**31 - 1:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):

@@ -192,3 +192,48 @@ async def test_healthz_and_docs(client: httpx.AsyncClient) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = (await client.get("/api/v1/openapi.json")).json()
     assert {"/leaderboard", "/battles", "/models"} <= set(spec["paths"])
+
+
+async def test_review_findings_stay_fixed(client: httpx.AsyncClient) -> None:
+    """From the adversarial review of issue 6: each of these once gave a 500 or wrong data."""
+    fill(client, votes=6)
+    for path in (
+        "/api/v1/leaderboard/snapshots/%C2%B2",  # a Unicode digit
+        "/api/v1/leaderboard/snapshots/2147483648",
+        "/api/v1/battles?cursor=djE6OTIyMzM3MjAzNjg1NDc3NTgwOA",  # v1:2**63
+        "/api/v1/leaderboard/snapshots?cursor=djE6OTIyMzM3MjAzNjg1NDc3NTgwOA",
+        "/api/v1/leaderboard?category=%00",
+    ):
+        r = await client.get(path)
+        assert 400 <= r.status_code < 500 and r.json()["parameter"], (path, r.text)
+    # The same instant with three offsets gives the same rows.
+    rows = (await client.get("/api/v1/battles", params={"limit": 50})).text.splitlines()
+    stamp = json.loads(rows[3])["tstamp"]
+    from datetime import UTC, datetime, timedelta, timezone
+
+    at = datetime.fromtimestamp(stamp, UTC)
+    counts = set()
+    for hours in (0, -5, 1):
+        local = at.astimezone(timezone(timedelta(hours=hours))).isoformat()
+        r = await client.get("/api/v1/battles", params={"since": local, "limit": 50})
+        counts.add(len(r.text.splitlines()))
+    assert counts == {len(rows) - 3}
+    # HEAD works, a weak validator matches, and Link never echoes the Host header.
+    head = await client.head("/api/v1/leaderboard")
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"]
+    weak = await client.get(
+        "/api/v1/leaderboard", headers={"If-None-Match": "W/" + head.headers["etag"]}
+    )
+    assert weak.status_code == 304
+    assert (await client.head("/healthz")).status_code == 200
+    paged = await client.get("/api/v1/battles?limit=2", headers={"Host": "evil.example"})
+    assert (
+        next_link(
+            paged,
+        )
+        is not None
+        and "evil" not in paged.headers["link"]
+    )
+    assert paged.headers["link"].startswith("</api/v1/battles?")
+    csv_text = (await client.get("/api/v1/leaderboard", params={"format": "csv"})).text
+    assert "True" not in csv_text and ("true" in csv_text or "false" in csv_text)

@@ -170,3 +170,51 @@ def test_streaming_import_of_200k_battles(tmp_path: Path, sqlite_url: str) -> No
     assert 0 < peak_mib < 400, peak_mib
     assert "added" in run_cli("import", str(path), url=sqlite_url).stdout
     assert counts(engine)[1] == votes  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[{"model_a": "x", "model_b": "y", "winner": "tie", "tstamp": 1e15}]', "'tstamp'"),
+        (
+            '[{"model_a": "x", "model_b": "y", "winner": "tie", "turn": 100000000000000000000}]',
+            "turn",
+        ),
+        ('[{"model_a": "' + "m" * 129 + '", "model_b": "y", "winner": "tie"}]', "'model_a'"),
+        ('[{"model_a": "x\\ud800", "model_b": "y", "winner": "tie"}]', "surrogate"),
+        ("[" * 100_000, "row 1"),
+    ],
+)
+def test_unstorable_rows_are_refused_by_name(
+    tmp_path: Path, sqlite_url: str, text: str, where: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    result = run_cli("import", str(path), url=sqlite_url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-800:]
+    assert result.stderr.startswith("arena: error: ") and where in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_failed_import_says_what_it_kept(tmp_path: Path, sqlite_url: str) -> None:
+    rows = [{"model_a": "x", "model_b": "y", "winner": "tie", "tstamp": k} for k in range(12000)]
+    rows[11000]["winner"] = "bogus"
+    path = tmp_path / "mid.json"
+    path.write_text(json.dumps(rows))
+    failed = run_cli("import", str(path), url=sqlite_url)
+    assert failed.returncode == 2 and "row 11001" in failed.stderr
+    assert "the 10000 votes before it were imported" in failed.stderr
+    rows[11000]["winner"] = "tie"
+    path.write_text(json.dumps(rows))
+    fixed = run_cli("import", str(path), url=sqlite_url)
+    assert "added 2000 votes, 10000 already present" in fixed.stdout
+
+
+def test_export_never_leaves_a_half_file(tmp_path: Path, sqlite_url: str) -> None:
+    keep = tmp_path / "keep.json"
+    keep.write_text("precious")
+    failed = run_cli("export", "leaderboard", str(keep), "--category", "nope", url=sqlite_url)
+    assert failed.returncode == 2 and keep.read_text() == "precious"
+    for target in (str(tmp_path), str(tmp_path / "missing" / "x.json")):
+        result = run_cli("export", "battles", target, url=sqlite_url)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -96,6 +96,12 @@ def table_rows(rows: list[dict[str, Any]], search: str = "") -> list[list[Any]]:
     return out
 
 
+def label(name: str) -> str:
+    """A model name as plotly text: plotly renders tags such as <a> and <span> in labels, and
+    imported names are anyone's input."""
+    return html.escape(name)
+
+
 def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     fig.update_layout(
         title=title, template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 60}, **kw
@@ -107,7 +113,7 @@ def ratings_figure(rows: list[dict[str, Any]]) -> go.Figure:
     shown = [r for r in rows if r["lower"] is not None]
     fig = go.Figure(
         go.Scatter(
-            x=[r["model"] for r in shown],
+            x=[label(r["model"]) for r in shown],
             y=[r["rating"] for r in shown],
             mode="markers",
             error_y={
@@ -126,8 +132,8 @@ def heatmap_figure(matrix: list[list[Any]], models: list[str], title: str, fmt: 
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=models,
-            y=models,
+            x=[label(m) for m in models],
+            y=[label(m) for m in models],
             colorscale="RdBu" if "win" in title.lower() else "Blues",
             texttemplate=fmt,
             hovertemplate="%{y} vs %{x}: %{z}<extra></extra>",
@@ -155,7 +161,7 @@ def compute_figure(
         go.Scatter(
             x=[r[x_field] for r in shown],
             y=[r["rating"] for r in shown],
-            text=[r["model"] for r in shown],
+            text=[label(r["model"]) for r in shown],
             mode="markers+text",
             textposition="top center",
             error_y={
@@ -217,6 +223,11 @@ def footer(view: BoardView, interval_minutes: float) -> str:
     extra = ""
     if p.get("position") and p["position"].get("elo") is not None:
         extra = f" Left-side advantage fitted: {p['position']['elo']:+.1f} rating points."
+    if p.get("groups", 1) > 1:
+        extra += (
+            f" These models fall into {p['groups']} groups that never met, directly or"
+            " through others: ratings across groups are not comparable."
+        )
     board = "with style control" if p["style_control"] else "without style control"
     if not p["votes"]:
         return f"No votes in this board yet (snapshot #{snap.id} of {when}, {board})."
@@ -248,6 +259,7 @@ def leaderboard_tab(app: App) -> Refresh:
         value=[],
         interactive=False,
         wrap=True,
+        column_widths=["8%", "9%", "27%", "8%", "11%", "7%", "13%", "9%", "8%"],
         elem_id="leaderboard-table",
     )
     summary = gr.Markdown("", elem_id="leaderboard-footer")
