@@ -282,7 +282,7 @@ def v1() -> FastAPI:
     # HEAD answers like GET without the body (health checks and caches use it); kept out of
     # the OpenAPI document, which would list every operation twice.
     for route in list(api.routes):
-        if isinstance(route, APIRoute) and "GET" in route.methods:
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
             api.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
     return api
 
