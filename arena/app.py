@@ -124,7 +124,9 @@ def create_app(
 
 
 SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
-RATINGS_TTL = 3600.0  # a ratings run that takes longer is presumed dead; another may start
+# The ratings lease is renewed while a run lasts; a process that died holding it blocks the
+# next run for this long at most.
+RATINGS_TTL = 300.0
 
 
 async def ratings_in_child(settings: Settings) -> None:

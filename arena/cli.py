@@ -126,6 +126,7 @@ def _engine_and_config() -> tuple[Any, Any]:
 
 
 def cmd_ratings(args: argparse.Namespace) -> None:
+    import threading
     from datetime import timedelta
 
     from arena.jobs import Lease, holder_id
@@ -133,8 +134,9 @@ def cmd_ratings(args: argparse.Namespace) -> None:
 
     engine, config = _engine_and_config()
     lease = None
+    stop = threading.Event()
     if not args.no_lease:
-        lease = Lease(engine, "ratings", holder_id(), timedelta(hours=1))
+        lease = Lease(engine, "ratings", holder_id(), timedelta(minutes=5))
         if not lease.acquire():
             holder, until = lease.holder_now() or ("?", None)
             when = until.strftime("%H:%M UTC") if until else "soon"
@@ -142,9 +144,17 @@ def cmd_ratings(args: argparse.Namespace) -> None:
                 f"a ratings run is in progress (process {holder}); its lease runs until {when}, "
                 "so a run that died blocks new runs until then"
             )
+        held = lease
+
+        def keep() -> None:  # renewed while the run lasts, as in `arena serve`
+            while not stop.wait(held.ttl.total_seconds() / 3):
+                held.renew()
+
+        threading.Thread(target=keep, daemon=True).start()
     try:
         result = compute(engine, config, force=args.force)
     finally:
+        stop.set()
         if lease is not None:
             lease.release()
     if result.run_id is None:

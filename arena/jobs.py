@@ -79,6 +79,17 @@ class Lease:
             ).rowcount
         return taken == 1
 
+    def renew(self) -> bool:
+        """Push the expiry out by `ttl` while this holder still holds the lease."""
+        table = db.leases
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                table.update()
+                .where(table.c.name == self.name, table.c.holder == self.holder)
+                .values(expires_at=_now() + self.ttl)
+            ).rowcount
+        return renewed == 1
+
     def release(self) -> None:
         """Give the lease back and record the run as finished (failed runs too: the next try
         waits a full interval instead of hammering a broken database)."""
@@ -111,7 +122,7 @@ class Job:
     name: str
     every: float  # seconds between runs; 0 turns the job off
     run: Callable[[], Awaitable[object]]
-    ttl: float  # seconds a run may take before another process may take over
+    ttl: float  # lease length, renewed every ttl/3 while the run lasts
 
 
 class Jobs:
@@ -132,6 +143,9 @@ class Jobs:
         every = None if force else timedelta(seconds=job.every)
         if not await asyncio.to_thread(lease.acquire, every):
             return False
+        # A short lease kept alive while the run lasts: a run may take as long as it needs,
+        # and one whose process died blocks the next for one `ttl` at most.
+        keeper = asyncio.create_task(self._keep(lease))
         try:
             await job.run()
         except asyncio.CancelledError:
@@ -139,8 +153,18 @@ class Jobs:
         except Exception as err:  # one line: the job's own error says what failed
             log.error("job %s failed: %s", job.name, str(err) or type(err).__name__)
         finally:
+            keeper.cancel()
             await asyncio.shield(asyncio.to_thread(lease.release))
         return True
+
+    @staticmethod
+    async def _keep(lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(lease.ttl.total_seconds() / 3)
+            try:
+                await asyncio.to_thread(lease.renew)
+            except Exception as err:  # the next renewal may get through
+                log.warning("lease %s: renewal failed: %s", lease.name, err)
 
     async def _loop(self, job: Job) -> None:
         tick = min(job.every, MAX_TICK)

@@ -322,3 +322,25 @@ def test_serve_runs_the_job_in_a_child_process(arena_server, demo_url: str, sqli
             )
         time.sleep(0.2)
     assert finished is not None
+
+
+async def test_a_long_run_keeps_its_lease(store: Store) -> None:
+    """The lease is renewed while the job runs, so a run longer than the ttl is not joined by a
+    second one."""
+    import asyncio
+    from datetime import timedelta
+
+    from arena.jobs import Job, Jobs, Lease
+
+    other = Lease(store.engine, "slow", "other", timedelta(seconds=5))
+    seen: list[bool] = []
+
+    async def slow() -> None:
+        for _ in range(6):  # 1.2 s, four times the ttl
+            await asyncio.sleep(0.2)
+            seen.append(await asyncio.to_thread(other.acquire))
+
+    jobs = Jobs(store.engine, [Job("slow", 60, slow, ttl=0.3)], holder="me")
+    assert await jobs.run_once(jobs.jobs[0])
+    assert seen == [False] * 6
+    assert other.acquire()  # released at the end
