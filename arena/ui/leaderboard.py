@@ -109,6 +109,16 @@ def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     return fig
 
 
+def _whiskers(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each rating's 95% interval as asymmetric error bars."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [r["upper"] - r["rating"] for r in rows],
+        "arrayminus": [r["rating"] - r["lower"] for r in rows],
+    }
+
+
 def ratings_figure(rows: list[dict[str, Any]]) -> go.Figure:
     shown = [r for r in rows if r["lower"] is not None]
     fig = go.Figure(
@@ -116,12 +126,7 @@ def ratings_figure(rows: list[dict[str, Any]]) -> go.Figure:
             x=[label(r["model"]) for r in shown],
             y=[r["rating"] for r in shown],
             mode="markers",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [r["upper"] - r["rating"] for r in shown],
-                "arrayminus": [r["rating"] - r["lower"] for r in shown],
-            },
+            error_y=_whiskers(shown),
         )
     )
     return _layout(fig, "Ratings with 95% intervals", yaxis_title="Rating", height=420)
@@ -164,12 +169,7 @@ def compute_figure(
             text=[label(r["model"]) for r in shown],
             mode="markers+text",
             textposition="top center",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [r["upper"] - r["rating"] for r in shown],
-                "arrayminus": [r["rating"] - r["lower"] for r in shown],
-            },
+            error_y=_whiskers(shown),
         )
     )
     if not shown:
