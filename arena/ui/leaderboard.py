@@ -259,7 +259,6 @@ def leaderboard_tab(app: App) -> Refresh:
         value=[],
         interactive=False,
         wrap=True,
-        column_widths=["8%", "9%", "27%", "8%", "11%", "7%", "13%", "9%", "8%"],
         elem_id="leaderboard-table",
     )
     summary = gr.Markdown("", elem_id="leaderboard-footer")
