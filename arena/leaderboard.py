@@ -57,6 +57,7 @@ class Snapshot:
             "votes_counted": p["votes_counted"],
             "votes": p["votes"],
             "duration_ms": p["duration_ms"],
+            "groups": p.get("groups", 1),
             "position": p["position"],
             "style": p["style"],
         }

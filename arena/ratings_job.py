@@ -16,7 +16,7 @@ import math
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +56,9 @@ class Votes:
     leak: NDArray[np.bool_]
     demo: NDArray[np.bool_]
     prompt: NDArray[np.int64]  # index of the prompt hash, -1 if unknown
-    language: list[str | None]
-    categories: list[tuple[str, ...]]
+    language: NDArray[np.int64]  # index into `languages`, -1 if unknown
+    languages: list[str]
+    tags: dict[str, NDArray[np.bool_]]  # per fixed category: the battle carries the tag
     turns: NDArray[np.int64]
     tokens: NDArray[np.float64]  # (votes, 2): per side, NaN if unknown
     style: NDArray[np.float64]  # (votes, 2, 4): length, headers, lists, bold per side; NaN
@@ -191,33 +192,37 @@ def apply_stages(votes: Votes, ctx: Context) -> tuple[NDArray[np.bool_], list[di
 
 # -- loading ---------------------------------------------------------------------------------
 
-_SELECT = """
-SELECT v.id, v.outcome, v.created_at, b.model_a, b.model_b, b.status, b.anony, b.source,
-       b.flags, b.categories, b.language, b.prompt_hash, b.turns,
+
+def _like(column: str, token: str) -> str:
+    # JSON columns compared as text: the same SQL on SQLite (text) and PostgreSQL (json).
+    return f"CASE WHEN CAST({column} AS TEXT) LIKE '%\"{token}\"%' THEN 1 ELSE 0 END"
+
+
+# Everything that can be decided per row is decided by the database, so Python only moves
+# columns: at a million votes a per-row Python loop cost more than every fit together.
+_SELECT = f"""
+SELECT v.id,
+       CASE v.outcome WHEN 'a' THEN 0 WHEN 'b' THEN 1 WHEN 'tie' THEN 2 ELSE 3 END,
+       b.model_a, b.model_b,
+       CASE WHEN b.status = 'voted' THEN 1 ELSE 0 END,
+       CASE WHEN b.anony THEN 1 ELSE 0 END,
+       CASE WHEN b.source = 'import' THEN 1 ELSE 0 END,
+       {_like("b.flags", "identity_leak")}, {_like("b.flags", "demo")},
+       {", ".join(_like("b.categories", tag) for tag in FIXED)},
+       b.language, b.prompt_hash, b.turns,
        b.tokens_a, b.tokens_b, b.length_a, b.length_b, b.headers_a, b.headers_b,
        b.lists_a, b.lists_b, b.bold_a, b.bold_b
 FROM votes v JOIN battles b ON b.id = v.battle_id
 WHERE v.id <= :cutoff
 ORDER BY v.id
 """
+_FLAGS = 5 + len(FIXED)  # the 0/1 columns after the model names: voted .. demo, then tags
+_CHUNK = 50_000
 
 
-def _json_list(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        if value in ("[]", "null", ""):
-            return ()
-        value = json.loads(value)
-    return tuple(str(v) for v in value or ())
-
-
-def _flag_set(value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        return {} if value in ("{}", "null", "") else dict(json.loads(value))
-    return dict(value)
+def _codes(values: tuple[Any, ...], index: dict[Any, int]) -> list[int]:
+    """Each value's number in `index` (new values are added); None is -1."""
+    return [-1 if v is None else index.setdefault(v, len(index)) for v in values]
 
 
 def latest_vote(engine: Engine) -> int | None:
@@ -227,59 +232,57 @@ def latest_vote(engine: Engine) -> int | None:
 
 
 def load_votes(engine: Engine, cutoff: int) -> Votes:
-    """Read every vote with id <= cutoff, with what the stages and fits need of its battle.
-
-    Raw driver rows: at a million votes SQLAlchemy's per-row type processing would cost more
-    than the fits.
-    """
+    """Read every vote with id <= cutoff, with what the stages and fits need of its battle,
+    chunk by chunk into numpy columns."""
     models: dict[str, int] = {}
     prompts: dict[str, int] = {}
-    cols: dict[str, list[Any]] = {k: [] for k in ("id", "a", "b", "o", "voted", "anony", "imp")}
-    leak: list[bool] = []
-    demo: list[bool] = []
-    prompt: list[int] = []
-    language: list[str | None] = []
-    categories: list[tuple[str, ...]] = []
-    turns: list[int] = []
-    numbers: list[tuple[Any, ...]] = []
-    cutoff_at: Any = None
+    languages: dict[str, int] = {}
+    parts: dict[str, list[NDArray[Any]]] = {
+        k: [] for k in ("id", "o", "a", "b", "flags", "lang", "prompt", "turns", "numbers")
+    }
     with engine.connect() as conn:
-        result = conn.exec_driver_sql(_SELECT.replace(":cutoff", str(int(cutoff))))
-        while rows := result.fetchmany(20000):
-            for row in rows:
-                cols["id"].append(row[0])
-                cols["o"].append(OUTCOME_CODES[row[1]])
-                cutoff_at = row[2]
-                cols["a"].append(models.setdefault(row[3], len(models)))
-                cols["b"].append(models.setdefault(row[4], len(models)))
-                cols["voted"].append(row[5] == "voted")
-                cols["anony"].append(bool(row[6]))
-                cols["imp"].append(row[7] == "import")
-                flags = _flag_set(row[8])
-                leak.append(bool(flags.get("identity_leak")))
-                demo.append(bool(flags.get("demo")))
-                categories.append(_json_list(row[9]))
-                language.append(row[10])
-                prompt.append(-1 if row[11] is None else prompts.setdefault(row[11], len(prompts)))
-                turns.append(row[12] or 1)
-                numbers.append(row[13:23])
-    style = np.array(numbers, dtype=np.float64).reshape(-1, 10)  # None becomes NaN
+        sql = _SELECT.replace(":cutoff", str(int(cutoff)))
+        if conn.dialect.paramstyle != "qmark":  # psycopg reads a bare % as a placeholder
+            sql = sql.replace("%", "%%")
+        result = conn.exec_driver_sql(sql)
+        while rows := result.fetchmany(_CHUNK):
+            cols = list(zip(*rows, strict=True))
+            parts["id"].append(np.array(cols[0], dtype=np.int64))
+            parts["o"].append(np.array(cols[1], dtype=np.int64))
+            parts["a"].append(np.array(_codes(cols[2], models), dtype=np.int64))
+            parts["b"].append(np.array(_codes(cols[3], models), dtype=np.int64))
+            parts["flags"].append(np.array(cols[4 : 4 + _FLAGS], dtype=bool).T)
+            at = 4 + _FLAGS
+            parts["lang"].append(np.array(_codes(cols[at], languages), dtype=np.int64))
+            parts["prompt"].append(np.array(_codes(cols[at + 1], prompts), dtype=np.int64))
+            parts["turns"].append(np.array(cols[at + 2], dtype=np.float64))
+            # None becomes NaN: unknown counts.
+            parts["numbers"].append(np.array(cols[at + 3 :], dtype=np.float64).T)
+        cutoff_at = conn.scalar(sa.select(db.votes.c.created_at).where(db.votes.c.id == cutoff))
+
+    def joined(key: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
+        return np.concatenate(parts[key]) if parts[key] else np.zeros(shape, dtype=dtype)
+
+    flags = joined("flags", (0, _FLAGS), bool)
+    numbers = joined("numbers", (0, 10), np.float64)
+    turns = joined("turns", (0,), np.float64)
     return Votes(
-        vote_id=np.array(cols["id"], dtype=np.int64),
-        model_a=np.array(cols["a"], dtype=np.int64),
-        model_b=np.array(cols["b"], dtype=np.int64),
-        outcome=np.array(cols["o"], dtype=np.int64),
-        voted=np.array(cols["voted"], dtype=bool),
-        anony=np.array(cols["anony"], dtype=bool),
-        imported=np.array(cols["imp"], dtype=bool),
-        leak=np.array(leak, dtype=bool),
-        demo=np.array(demo, dtype=bool),
-        prompt=np.array(prompt, dtype=np.int64),
-        language=language,
-        categories=categories,
-        turns=np.array(turns, dtype=np.int64),
-        tokens=style[:, 0:2],
-        style=style[:, 2:10].reshape(-1, 4, 2).transpose(0, 2, 1).copy(),
+        vote_id=joined("id", (0,), np.int64),
+        model_a=joined("a", (0,), np.int64),
+        model_b=joined("b", (0,), np.int64),
+        outcome=joined("o", (0,), np.int64),
+        voted=flags[:, 0].copy(),
+        anony=flags[:, 1].copy(),
+        imported=flags[:, 2].copy(),
+        leak=flags[:, 3].copy(),
+        demo=flags[:, 4].copy(),
+        tags={tag: flags[:, 5 + k].copy() for k, tag in enumerate(FIXED)},
+        prompt=joined("prompt", (0,), np.int64),
+        language=joined("lang", (0,), np.int64),
+        languages=list(languages),
+        turns=np.where(np.isnan(turns) | (turns < 1), 1, turns).astype(np.int64),
+        tokens=numbers[:, 0:2].copy(),
+        style=numbers[:, 2:10].reshape(-1, 4, 2).transpose(0, 2, 1).copy(),
         models=list(models),
         cutoff_at=_as_datetime(cutoff_at),
     )
@@ -299,25 +302,14 @@ def _as_datetime(value: Any) -> datetime | None:
 def category_masks(votes: Votes, kept: NDArray[np.bool_], config: ArenaConfig) -> dict[str, Any]:
     """The boards to fit: overall, each fixed category, and each language with enough votes."""
     masks: dict[str, NDArray[np.bool_]] = {OVERALL: kept}
-    tagged: dict[str, list[int]] = {name: [] for name in FIXED}
-    for k, tags in enumerate(votes.categories):
-        for tag in tags:
-            if tag in tagged:
-                tagged[tag].append(k)
     for name in FIXED:
-        mask = np.zeros(len(votes), dtype=bool)
-        mask[tagged[name]] = True
-        masks[name] = mask & kept
-    by_language: dict[str, list[int]] = {}
-    for k in np.flatnonzero(kept).tolist():
-        lang = votes.language[k]
-        if lang:
-            by_language.setdefault(lang, []).append(k)
-    for lang, rows in sorted(by_language.items()):
-        if len(rows) >= config.ratings.language_min_votes:
-            mask = np.zeros(len(votes), dtype=bool)
-            mask[rows] = True
-            masks[f"language:{lang}"] = mask
+        masks[name] = votes.tags[name] & kept
+    counted = np.bincount(
+        votes.language[kept & (votes.language >= 0)], minlength=len(votes.languages)
+    )
+    for code in sorted(range(len(votes.languages)), key=lambda c: votes.languages[c]):
+        if counted[code] >= config.ratings.language_min_votes:
+            masks[f"language:{votes.languages[code]}"] = kept & (votes.language == code)
     return masks
 
 
