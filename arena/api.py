@@ -208,9 +208,14 @@ def v1() -> FastAPI:
             raise ApiParameterError("snapshot_id", f"no snapshot {snapshot_id}", status=404)
 
         def build() -> bytes:
-            doc = leaderboard_document(app, snap)
-            doc["matrices"] = public_matrices(snap, [r["model"] for r in doc["rows"]])
-            return json.dumps(doc).encode("utf-8")
+            key = ("snapshot", snap.id)  # a snapshot never changes: build its bytes once
+            body = app.snapshots.responses.get(key)
+            if body is None:
+                doc = leaderboard_document(app, snap)
+                doc["matrices"] = public_matrices(snap, [r["model"] for r in doc["rows"]])
+                body = json.dumps(doc).encode("utf-8")
+                app.snapshots.responses.put(key, body)
+            return body  # type: ignore[no-any-return]
 
         body = await asyncio.to_thread(build)
         return _cached(request, body, "application/json")

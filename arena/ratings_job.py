@@ -8,6 +8,7 @@ API only read what a run wrote (arena/leaderboard.py). See docs/leaderboard.md f
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -67,6 +68,19 @@ class Votes:
 
     def __len__(self) -> int:
         return int(self.vote_id.size)
+
+    @functools.cached_property
+    def answers_by_model(self) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
+        """Every answer with known tokens as (model, tokens per turn, vote), sorted by model and
+        tokens: sorted once per run, filtered per board."""
+        per_turn = self.tokens / self.turns[:, None]
+        model = np.concatenate([self.model_a, self.model_b])
+        tokens = np.concatenate([per_turn[:, 0], per_turn[:, 1]])
+        vote = np.concatenate([np.arange(len(self)), np.arange(len(self))])
+        ok = np.isfinite(tokens)
+        model, tokens, vote = model[ok], tokens[ok], vote[ok]
+        order = np.lexsort((tokens, model))
+        return model[order], tokens[order], vote[order]
 
 
 @dataclass(frozen=True)
@@ -323,18 +337,19 @@ def _r(x: float | np.floating[Any] | None, digits: int = 2) -> float | None:
 
 
 def _matrix(m: NDArray[Any], digits: int) -> list[list[float | None]]:
-    return [[_r(v, digits) for v in row] for row in m]
+    rounded = np.round(np.asarray(m, dtype=np.float64), digits).tolist()
+    return [[None if v != v else v for v in row] for row in rounded]  # NaN: no data
 
 
 def _median_tokens(votes: Votes, sel: NDArray[np.int64], n: int, local: NDArray[np.int64]) -> Any:
     """Median completion tokens per answer for each of the `n` models of a board."""
-    per_turn = votes.tokens[sel] / votes.turns[sel, None]
-    model = np.concatenate([local[votes.model_a[sel]], local[votes.model_b[sel]]])
-    tokens = np.concatenate([per_turn[:, 0], per_turn[:, 1]])
-    ok = np.isfinite(tokens)
-    model, tokens = model[ok], tokens[ok]
-    order = np.lexsort((tokens, model))
-    model, tokens = model[order], tokens[order]
+    model, tokens, vote = votes.answers_by_model
+    in_board = np.zeros(len(votes), dtype=bool)
+    in_board[sel] = True
+    keep = in_board[vote]
+    # `local` numbers the board's models in the order of their global numbers, so the
+    # answers stay sorted by model (and by tokens within a model) after the filter.
+    model, tokens = local[model[keep]], tokens[keep]
     out: list[float | None] = [None] * n
     starts = np.searchsorted(model, np.arange(n), side="left")
     stops = np.searchsorted(model, np.arange(n), side="right")
