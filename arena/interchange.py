@@ -637,8 +637,13 @@ def _style(meta: dict[str, Any], side: str) -> StyleCounts | None:
 def _count(value: object, key: str) -> int:
     """FastChat stores either a number or a dict of numbers (h1..h6, ordered/unordered, **/__);
     its style control takes the number, or the sum of the dict (and so do we)."""
+    if type(value) is int and value >= 0:  # the common case first: a million rows pass here
+        return value
     if isinstance(value, dict):
-        return sum(_count(part, key) for part in value.values())
+        parts = list(value.values())
+        if all(type(p) is int and p >= 0 for p in parts):
+            return sum(parts)
+        return sum(_count(part, key) for part in parts)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if type(value) is not int or value < 0:

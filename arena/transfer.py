@@ -94,6 +94,10 @@ def battle_id(row: BattleRow, number: int) -> str:
     return str(uuid.UUID(f"{millis:012x}{key[:20]}"))
 
 
+# Column names of each side's counts, in db.STYLE_COLUMNS order.
+_STYLE_KEYS = {side: [f"{name}_{side}" for name in db.STYLE_COLUMNS] for side in ("a", "b")}
+
+
 def _battle_values(
     row: BattleRow, ident: str, tagger: Tagger | None, when: datetime
 ) -> dict[str, Any]:
@@ -123,10 +127,12 @@ def _battle_values(
         "language": language,
         "prompt_hash": prompt_hash(prompt) if prompt else None,
     }
-    for side, style in (("a", row.style_a), ("b", row.style_b)):
-        for name in db.STYLE_COLUMNS:
-            attr = "tokens" if name == "length" else name
-            values[f"{name}_{side}"] = getattr(style, attr) if style else None
+    for keys, style in ((_STYLE_KEYS["a"], row.style_a), (_STYLE_KEYS["b"], row.style_b)):
+        if style is None:
+            values.update(dict.fromkeys(keys))
+        else:  # tokens, length, headers, lists, bold: the file knows visible tokens only
+            t = style.tokens
+            values.update(zip(keys, (t, t, style.headers, style.lists, style.bold), strict=True))
     return values
 
 
