@@ -630,19 +630,25 @@ def _style(meta: dict[str, Any], side: str) -> StyleCounts | None:
     keys = _SIDE_KEYS[side]
     if any(key not in meta for key in keys):
         return None
-    tokens, headers, lists, bold = (_count(meta[key], key) for key in keys)
-    return StyleCounts(tokens, headers, lists, bold)
+    k0, k1, k2, k3 = keys
+    return StyleCounts(
+        _count(meta[k0], k0), _count(meta[k1], k1), _count(meta[k2], k2), _count(meta[k3], k3)
+    )
 
 
 def _count(value: object, key: str) -> int:
     """FastChat stores either a number or a dict of numbers (h1..h6, ordered/unordered, **/__);
     its style control takes the number, or the sum of the dict (and so do we)."""
-    if type(value) is int and value >= 0:  # the common case first: a million rows pass here
+    if type(value) is int and value >= 0:  # the common cases first: a million rows pass here
         return value
-    if isinstance(value, dict):
-        parts = list(value.values())
-        if all(type(p) is int and p >= 0 for p in parts):
-            return sum(parts)
+    if type(value) is dict:
+        parts = value.values()
+        try:  # sum and min run in C; a float or a negative part takes the general path
+            total = sum(parts)
+            if type(total) is int and (not parts or min(parts) >= 0):
+                return total
+        except TypeError:
+            pass
         return sum(_count(part, key) for part in parts)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
