@@ -12,7 +12,10 @@ import functools
 import hashlib
 import hmac
 import json
+import multiprocessing
+import queue
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -169,37 +172,73 @@ def _messages(row: BattleRow, ident: str, when: datetime) -> list[dict[str, Any]
     return unique
 
 
-def _write_chunk(
-    conn: Connection,
+@dataclass
+class _Prepared:
+    """A chunk of rows ready for the driver; the writer drops the battles already present."""
+
+    ids: list[str]
+    models: set[str]
+    battles: tuple[list[str], list[tuple[Any, ...]]]
+    votes: tuple[list[str], list[tuple[Any, ...]]]
+    messages: tuple[list[str], list[tuple[Any, ...]]]
+    read: int  # rows read so far, this chunk included
+    self_battles: int
+
+
+def _prepare(
     chunk: Sequence[tuple[int, BattleRow]],
+    models: set[str],
     tagger: Tagger | None,
-    report: ImportReport,
-) -> None:
-    ids = [battle_id(row, number) for number, row in chunk]
-    existing = set(
-        conn.scalars(sa.select(db.battles.c.id).where(db.battles.c.id.in_(set(ids)))).all()
-    )
+    dialect: str,
+    read: int,
+    self_battles: int,
+) -> _Prepared:
+    now = datetime.now(UTC)
+    ids: list[str] = []
     battles: list[dict[str, Any]] = []
     votes: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    now = datetime.now(UTC)
-    for ident, (_, row) in zip(ids, chunk, strict=True):
-        if ident in existing:
-            report.already_present += 1
-            continue
-        existing.add(ident)  # a repeat within the file is present once
+    for number, row in chunk:
+        ident = battle_id(row, number)
         when = datetime.fromtimestamp(row.tstamp, UTC) if row.tstamp is not None else now
+        ids.append(ident)
         battles.append(_battle_values(row, ident, tagger, when))
         votes.append(
             {"battle_id": ident, "outcome": Outcome(row.outcome).value, "created_at": when}
         )
         messages.extend(_messages(row, ident, when))
-    if battles:
-        bulk_insert(conn, db.battles, battles)
-        bulk_insert(conn, db.votes, votes)
-        if messages:
-            bulk_insert(conn, db.messages, messages)
-    report.added += len(battles)
+    return _Prepared(
+        ids,
+        set(models),
+        driver_rows(db.battles, battles, dialect),
+        driver_rows(db.votes, votes, dialect),
+        driver_rows(db.messages, messages, dialect),
+        read,
+        self_battles,
+    )
+
+
+def _write(conn: Connection, chunk: _Prepared, config: ArenaConfig, report: ImportReport) -> None:
+    report.new_models.extend(_add_models(conn, chunk.models, config))
+    existing = set(
+        conn.scalars(sa.select(db.battles.c.id).where(db.battles.c.id.in_(set(chunk.ids)))).all()
+    )
+    keep = []
+    for k, ident in enumerate(chunk.ids):
+        if ident in existing:
+            report.already_present += 1
+            continue
+        existing.add(ident)  # a repeat within the file is present once
+        keep.append(k)
+    for table, (names, values) in ((db.battles, chunk.battles), (db.votes, chunk.votes)):
+        insert_rows(conn, table, names, [values[k] for k in keep])
+    names, values = chunk.messages
+    if values:
+        kept = {chunk.ids[k] for k in keep}
+        at = names.index("battle_id")
+        insert_rows(conn, db.messages, names, [v for v in values if v[at] in kept])
+    report.added += len(keep)
+    report.read, report.self_battles = chunk.read, chunk.self_battles
 
 
 def _json_text(value: Any) -> str | None:
@@ -236,23 +275,37 @@ def _converter(column: sa.Column[Any], dialect: str) -> Callable[[Any], Any] | N
     return None
 
 
-def bulk_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """executemany at the driver, values converted as SQLAlchemy would store them.
+def driver_rows(
+    table: sa.Table, rows: Sequence[dict[str, Any]], dialect: str
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Rows as the driver takes them: values converted as SQLAlchemy would store them.
 
     Core's per-row bind processing cost more than SQLite itself at a million rows; the column
     types here are few and plain, so the conversion is too. Column by column, so that only the
     columns that need it are converted.
     """
-    names = list(rows[0])
-    dialect = conn.dialect.name
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = list(rows[0]) if rows else []
     columns = []
     for name in names:
         values = [row[name] for row in rows]
         convert = _converter(table.c[name], dialect)
         columns.append(values if convert is None else list(map(convert, values)))
+    return names, list(zip(*columns, strict=True))
+
+
+def insert_rows(
+    conn: Connection, table: sa.Table, names: list[str], values: list[tuple[Any, ...]]
+) -> None:
+    """executemany at the driver."""
+    if not values:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+    conn.exec_driver_sql(sql, values)
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(conn, table, *driver_rows(table, rows, conn.dialect.name))
 
 
 # Bounds of what the tables hold on both databases.
@@ -269,11 +322,11 @@ def _kept(report: ImportReport) -> str:
     )
 
 
-def _check_row(path: Path, number: int, row: BattleRow, report: ImportReport) -> None:
+def _check_row(path: Path, number: int, row: BattleRow) -> None:
     """Refuse, with the row and field named, what a table cannot hold."""
 
     def fail(field: str, problem: str) -> ImportFormatError:
-        return ImportFormatError(f"{path}: row {number}, field {field!r}: {problem}{_kept(report)}")
+        return ImportFormatError(f"{path}: row {number}, field {field!r}: {problem}")
 
     for field_name in ("model_a", "model_b"):
         name = getattr(row, field_name)
@@ -306,6 +359,90 @@ def _add_models(conn: Connection, names: set[str], config: ArenaConfig) -> list[
     return new
 
 
+# Files at least this big are read by a process of their own while this one writes: the import
+# is CPU-bound, and reading is a third of it (docs/benchmarks.md).
+READER_PROCESS_BYTES = 8 << 20
+
+
+def _chunks(
+    path: Path, fmt: str | None, tagger: Tagger | None, dialect: str
+) -> Iterator[_Prepared]:
+    """Read, check and prepare the file chunk by chunk; raise ImportFormatError for a bad row."""
+    chunk: list[tuple[int, BattleRow]] = []
+    models: set[str] = set()
+    read = self_battles = 0
+    rows = read_battles(path, fmt)
+    while True:
+        try:
+            number, row = next(rows)
+        except StopIteration:
+            break
+        except (RecursionError, ValueError, OverflowError, UnicodeError) as err:
+            # What the reader's own checks let through: nesting past Python's limit, numbers
+            # past int()'s digit limit.
+            raise ImportFormatError(
+                f"{path}: row {read + 1}: unreadable ({type(err).__name__})"
+            ) from None
+        read += 1
+        _check_row(path, number, row)
+        if row.model_a == row.model_b:
+            self_battles += 1
+            continue
+        models.update((row.model_a, row.model_b))
+        chunk.append((number, row))
+        if len(chunk) >= CHUNK:
+            yield _prepare(chunk, models, tagger, dialect, read, self_battles)
+            chunk, models = [], set()
+    yield _prepare(chunk, models, tagger, dialect, read, self_battles)
+
+
+def _reader_process(
+    path: str, fmt: str | None, tagger: Tagger | None, dialect: str, out: Any
+) -> None:
+    """The reading process: prepared chunks, then ("done",) or an error, into `out`."""
+    try:
+        for chunk in _chunks(Path(path), fmt, tagger, dialect):
+            out.put(("chunk", chunk))
+        out.put(("done", None))
+    except ImportFormatError as err:
+        out.put(("error", str(err)))
+    except BaseException as err:  # reported by the writer, which owns the exit status
+        out.put(("crash", f"{type(err).__name__}: {err}"))
+
+
+def _from_reader_process(
+    path: Path, fmt: str | None, tagger: Tagger | None, dialect: str
+) -> Iterator[_Prepared]:
+    # fork: the child starts at once and inherits the tagger; only offered when this process
+    # has no other thread (forking a threaded process can deadlock the child).
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue(maxsize=3)
+    proc = ctx.Process(
+        target=_reader_process, args=(str(path), fmt, tagger, dialect, out), daemon=True
+    )
+    proc.start()
+    try:
+        while True:
+            try:
+                kind, item = out.get(timeout=1.0)
+            except queue.Empty:
+                if not proc.is_alive():
+                    raise ImportFormatError(f"{path}: the reading process stopped") from None
+                continue
+            if kind == "chunk":
+                yield item
+            elif kind == "done":
+                return
+            elif kind == "error":
+                raise ImportFormatError(item)
+            else:
+                raise ImportFormatError(f"{path}: reading failed: {item}")
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
+
+
 def import_file(
     engine: Engine,
     config: ArenaConfig,
@@ -317,41 +454,23 @@ def import_file(
     """Import a battle file; each chunk commits on its own, so an interrupted import keeps
     what it wrote and a rerun adds the rest."""
     report = ImportReport()
-    chunk: list[tuple[int, BattleRow]] = []
-    models: set[str] = set()
-
-    def flush() -> None:
-        with engine.begin() as conn:
-            report.new_models.extend(_add_models(conn, models, config))
-            _write_chunk(conn, chunk, tagger, report)
-        models.clear()
-        chunk.clear()
-
-    rows = read_battles(path, fmt)
-    while True:
-        try:
-            number, row = next(rows)
-        except StopIteration:
-            break
-        except ImportFormatError as err:
-            raise ImportFormatError(f"{err}{_kept(report)}") from None
-        except (RecursionError, ValueError, OverflowError, UnicodeError) as err:
-            # What the reader's own checks let through: nesting past Python's limit, numbers
-            # past int()'s digit limit.
-            raise ImportFormatError(
-                f"{path}: row {report.read + 1}: unreadable ({type(err).__name__}){_kept(report)}"
-            ) from None
-        report.read += 1
-        _check_row(path, number, row, report)
-        if row.model_a == row.model_b:
-            report.self_battles += 1
-            continue
-        models.update((row.model_a, row.model_b))
-        chunk.append((number, row))
-        if len(chunk) >= CHUNK:
-            flush()
-    if chunk or models:
-        flush()
+    dialect = engine.dialect.name
+    try:
+        big = path.is_file() and path.stat().st_size >= READER_PROCESS_BYTES
+    except OSError:
+        big = False
+    alone = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    chunks = (
+        _from_reader_process(path, fmt, tagger, dialect)
+        if big and alone
+        else _chunks(path, fmt, tagger, dialect)
+    )
+    try:
+        for chunk in chunks:
+            with engine.begin() as conn:
+                _write(conn, chunk, config, report)
+    except ImportFormatError as err:
+        raise ImportFormatError(f"{err}{_kept(report)}") from None
     return report
 
 

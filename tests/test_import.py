@@ -145,10 +145,12 @@ def _generate(path: Path, n: int) -> None:
 
 
 def _import_peak_mib(path: Path, url: str) -> float:
-    """Import in a process of its own that reports its own peak memory."""
+    """Import in a process of its own that reports its peak memory, or its reading
+    process's if that is larger."""
     script = (
-        "import resource, sys; from arena.cli import main; rc = main(sys.argv[1:]); "
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+        "import resource as r, sys; from arena.cli import main; rc = main(sys.argv[1:]); "
+        "print('PEAK', max(r.getrusage(w).ru_maxrss for w in (r.RUSAGE_SELF, r.RUSAGE_CHILDREN)));"
+        " sys.exit(rc)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, "import", str(path)],
@@ -227,3 +229,30 @@ def test_export_never_leaves_a_half_file(tmp_path: Path, sqlite_url: str) -> Non
     for target in (str(tmp_path), str(tmp_path / "missing" / "x.json")):
         result = run_cli("export", "battles", target, url=sqlite_url)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_reading_process_reports_a_bad_row(tmp_path: Path, sqlite_url: str) -> None:
+    """A file past READER_PROCESS_BYTES is read by a process of its own; its errors still come
+    back as one line, after what came before was written."""
+    from arena.transfer import READER_PROCESS_BYTES
+
+    path = tmp_path / "big.jsonl"
+    pad = "x" * 150  # a long judge label, so that few rows make a big file
+    rows = 60_000
+    with path.open("w") as fh:
+        for k in range(rows):
+            winner = "bogus" if k == rows - 100 else "model_a"
+            fh.write(
+                json.dumps(
+                    {"model_a": "p", "model_b": "q", "winner": winner, "tstamp": k, "judge": pad}
+                )
+                + "\n"
+            )
+    assert path.stat().st_size >= READER_PROCESS_BYTES
+    failed = run_cli("import", str(path), url=sqlite_url)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-500:]
+    assert f"line {rows - 99}" in failed.stderr or f"row {rows - 99}" in failed.stderr
+    assert "votes before it were imported" in failed.stderr
+    with db.make_engine(sqlite_url).connect() as conn:
+        kept = conn.scalar(sa.select(sa.func.count()).select_from(db.votes))
+    assert kept is not None and 0 < kept < rows - 100 + 1
