@@ -108,7 +108,9 @@ def _snapshot_for(app: Any, category: str, style_control: bool) -> Snapshot:
     known = app.snapshots.categories()
     if not known:
         raise ApiParameterError(
-            "category", "no leaderboard yet: the ratings job has not run", status=404
+            "category",
+            "no leaderboard yet: no snapshot has been written (are there votes yet?)",
+            status=404,
         )
     raise ApiParameterError(
         "category", f"unknown category {category!r}; known: {', '.join(known)}", status=404

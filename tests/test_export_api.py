@@ -53,7 +53,7 @@ def fill(client: httpx.AsyncClient, votes: int = 20) -> Store:
 async def test_no_snapshot_yet_is_a_clear_404(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/v1/leaderboard")
     assert r.status_code == 404
-    assert r.json()["parameter"] == "category" and "not run" in r.json()["error"]
+    assert r.json()["parameter"] == "category" and "no snapshot" in r.json()["error"]
 
 
 async def test_leaderboard_json_and_csv(client: httpx.AsyncClient) -> None:
