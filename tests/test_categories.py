@@ -484,18 +484,12 @@ def test_deterministic_within_and_across_processes():
     assert other == here
 
 
-def test_tagging_is_fast():
-    prompts = [*DETERMINISM_PROMPTS, HARD_SYSTEMS_TASK, HARD_DESIGN_TASK]
-    TAGGER.tag("warm up the language model")
-    start = time.perf_counter()
-    rounds = 20
-    for _ in range(rounds):
-        for prompt in prompts:
-            TAGGER.tag(prompt)
-    per_call = (time.perf_counter() - start) / (rounds * len(prompts))
-    assert per_call < 0.005  # about 0.2 ms on a quiet machine; generous for a busy CI
-
-    huge = HARD_SYSTEMS_TASK * 1000  # 380,000 characters; only scan_chars are read
-    start = time.perf_counter()
-    assert "long" in TAGGER.tag(huge).categories
-    assert time.perf_counter() - start < 0.25
+def test_huge_prompt_reads_only_scan_chars():
+    """Every rule but `long` reads only the first `scan_chars` characters, so a huge prompt
+    costs what its head costs (speed: `python -m bench.categories`)."""
+    filler = "tell me a story about the sea " * (TAGGER.rules.scan_chars // 30 + 1)
+    tail = " Solve for x: 3x + 7 = 22, then prove the integral of x^2 dx is x^3/3. ```python\n"
+    tags = TAGGER.tag(filler + tail * 1000)
+    assert "long" in tags.categories
+    assert "math" not in tags.categories and "coding" not in tags.categories
+    assert "math" in TAGGER.tag(tail).categories  # the tail alone is tagged
