@@ -207,9 +207,19 @@ def apply_stages(votes: Votes, ctx: Context) -> tuple[NDArray[np.bool_], list[di
 # -- loading ---------------------------------------------------------------------------------
 
 
-def _like(column: str, token: str) -> str:
+def _like(column: str, text: str) -> str:
     # JSON columns compared as text: the same SQL on SQLite (text) and PostgreSQL (json).
-    return f"CASE WHEN CAST({column} AS TEXT) LIKE '%\"{token}\"%' THEN 1 ELSE 0 END"
+    return f"CASE WHEN CAST({column} AS TEXT) LIKE '%{text}%' THEN 1 ELSE 0 END"
+
+
+def _flag(name: str) -> str:
+    # The key with its colon: an imported judge label that spells a flag's name is a value,
+    # and json.dumps (which writes every flags column) puts no space before the colon.
+    return _like("b.flags", f'"{name}":')
+
+
+def _tag(name: str) -> str:
+    return _like("b.categories", f'"{name}"')
 
 
 # Everything that can be decided per row is decided by the database, so Python only moves
@@ -221,8 +231,8 @@ SELECT v.id,
        CASE WHEN b.status = 'voted' THEN 1 ELSE 0 END,
        CASE WHEN b.anony THEN 1 ELSE 0 END,
        CASE WHEN b.source = 'import' THEN 1 ELSE 0 END,
-       {_like("b.flags", "identity_leak")}, {_like("b.flags", "demo")},
-       {", ".join(_like("b.categories", tag) for tag in FIXED)},
+       {_flag("identity_leak")}, {_flag("demo")},
+       {", ".join(_tag(tag) for tag in FIXED)},
        b.language, b.prompt_hash, b.turns,
        b.tokens_a, b.tokens_b, b.length_a, b.length_b, b.headers_a, b.headers_b,
        b.lists_a, b.lists_b, b.bold_a, b.bold_b

@@ -256,3 +256,19 @@ def test_reading_process_reports_a_bad_row(tmp_path: Path, sqlite_url: str) -> N
     with db.make_engine(sqlite_url).connect() as conn:
         kept = conn.scalar(sa.select(sa.func.count()).select_from(db.votes))
     assert kept is not None and 0 < kept < rows - 100 + 1
+
+
+def test_a_judge_named_like_a_flag_is_not_a_flag(tmp_path: Path, sqlite_url: str) -> None:
+    """Imported judge labels are kept in the battle's flags; a label that spells a flag's name
+    must not mark the battle (the stages read flags from the database's text)."""
+    rows = [
+        {"model_a": "x", "model_b": "y", "winner": "model_a", "tstamp": k, "judge": judge}
+        for k, judge in enumerate(["demo", "identity_leak", "someone"])
+    ]
+    path = tmp_path / "judges.json"
+    path.write_text(json.dumps(rows))
+    engine = db.make_engine(sqlite_url)
+    config = parse_config(registry())  # not in demo mode: demo battles would be left out
+    import_file(engine, config, path)
+    result = compute(engine, config)
+    assert result.votes_counted == 3, result.stages
