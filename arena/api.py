@@ -7,7 +7,6 @@ reads snapshots the ratings job wrote and votes already cast: nothing is compute
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import json
@@ -24,31 +23,16 @@ from arena.interchange import write_battles
 from arena.leaderboard import (
     OVERALL,
     Snapshot,
+    leaderboard_document,
     model_cards,
     public_matrices,
-    public_rows,
     rated_models,
+    rows_csv,
 )
 from arena.transfer import battle_page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api")
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
-
-ROW_FIELDS = (
-    "rank_ub",
-    "rank_lb",
-    "model",
-    "rating",
-    "lower",
-    "upper",
-    "votes",
-    "preliminary",
-    "win_rate",
-    "median_tokens",
-    "organization",
-    "license",
-    "deprecated",
-)
 
 
 @router.get("/health")
@@ -86,15 +70,6 @@ def _cached(request: Request, body: bytes, media_type: str, **headers: str) -> R
     return Response(body, media_type=media_type, headers=common)
 
 
-def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> bytes:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:  # booleans as the battle CSV writes them
-        writer.writerow({k: str(v).lower() if isinstance(v, bool) else v for k, v in row.items()})
-    return out.getvalue().encode("utf-8")
-
-
 def _arena(request: Request) -> Any:
     return request.app.state.arena
 
@@ -115,12 +90,6 @@ def _snapshot_for(app: Any, category: str, style_control: bool) -> Snapshot:
     raise ApiParameterError(
         "category", f"unknown category {category!r}; known: {', '.join(known)}", status=404
     )
-
-
-def leaderboard_document(app: Any, snap: Snapshot) -> dict[str, Any]:
-    cards = model_cards(app.config, rated_models(app.engine))
-    rows = public_rows(snap, app.config, cards)
-    return {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
 
 
 def v1() -> FastAPI:
@@ -166,9 +135,9 @@ def v1() -> FastAPI:
             key = ("leaderboard", snap.id, format)
             cached = app.snapshots.responses.get(key)
             if cached is None:
-                doc = leaderboard_document(app, snap)
+                doc = leaderboard_document(app.engine, app.config, snap)
                 if format == "csv":
-                    cached = (_csv(doc["rows"], ROW_FIELDS), "text/csv; charset=utf-8")
+                    cached = (rows_csv(doc["rows"]), "text/csv; charset=utf-8")
                 else:
                     cached = (json.dumps(doc).encode("utf-8"), "application/json")
                 app.snapshots.responses.put(key, cached)
@@ -213,7 +182,7 @@ def v1() -> FastAPI:
             key = ("snapshot", snap.id)  # a snapshot never changes: build its bytes once
             body = app.snapshots.responses.get(key)
             if body is None:
-                doc = leaderboard_document(app, snap)
+                doc = leaderboard_document(app.engine, app.config, snap)
                 doc["matrices"] = public_matrices(snap, [r["model"] for r in doc["rows"]])
                 body = json.dumps(doc).encode("utf-8")
                 app.snapshots.responses.put(key, body)

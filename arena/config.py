@@ -6,6 +6,7 @@ at start with one message naming the file, the entry and the field.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -249,10 +250,45 @@ def settings_table() -> list[SettingInfo]:
     return out
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value as TOML: what `registry_toml` writes and docs/configuration.md shows."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else f"{value:g}"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def registry_toml(data: Mapping[str, Any]) -> str:
+    """A registry given as data (what `parse_config` takes) as the text of an arena.toml:
+    tables, their sub-tables, then [[models]]. For tests and benchmarks that start `arena`."""
+    lines: list[str] = []
+    for name, table in data.items():
+        if name == "models":
+            continue
+        lines.append(f"[{name}]")
+        subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if k not in subtables]
+        for sub, values in subtables.items():
+            lines += ["", f"[{name}.{sub}]"]
+            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for model in data.get("models", []):
+        lines.append("[[models]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in model.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    # Defaults as a reader writes them: 120, not 120.0.
+    return f"{value:g}" if isinstance(value, float) else toml_value(value)
 
 
 def settings_markdown() -> str:
@@ -264,7 +300,7 @@ def settings_markdown() -> str:
             section = s.section
             out += ["", f"`[{section}]`", "", "| setting | default | meaning |"]
             out.append("| --- | --- | --- |")
-        out.append(f"| `{s.name}` | `{_toml(s.default)}` | {s.help} |")
+        out.append(f"| `{s.name}` | `{_shown(s.default)}` | {s.help} |")
     return "\n".join(out).strip() + "\n"
 
 

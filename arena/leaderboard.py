@@ -8,7 +8,9 @@ longer lists are "deprecated", and a model under `leaderboard.min_votes` votes i
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import threading
 import time
@@ -23,8 +25,24 @@ from sqlalchemy.engine import Engine
 
 from arena import db
 from arena.config import ArenaConfig
+from arena.ratings_job import OVERALL
 
-OVERALL = "overall"
+# The columns of a public leaderboard row, in the order the CSV writes them.
+ROW_FIELDS = (
+    "rank_ub",
+    "rank_lb",
+    "model",
+    "rating",
+    "lower",
+    "upper",
+    "votes",
+    "preliminary",
+    "win_rate",
+    "median_tokens",
+    "organization",
+    "license",
+    "deprecated",
+)
 
 
 @dataclass(frozen=True)
@@ -32,14 +50,6 @@ class Snapshot:
     id: int
     created_at: datetime
     payload: Mapping[str, Any]
-
-    @property
-    def category(self) -> str:
-        return str(self.payload["category"])
-
-    @property
-    def style_control(self) -> bool:
-        return bool(self.payload["style_control"])
 
     def meta(self) -> dict[str, Any]:
         """The snapshot's description, without its rows and matrices."""
@@ -237,6 +247,22 @@ class SnapshotReader:
             }
             for r in rows
         ]
+
+
+def leaderboard_document(engine: Engine, config: ArenaConfig, snap: Snapshot) -> dict[str, Any]:
+    """What `/api/v1/leaderboard` and `arena export leaderboard` give: the snapshot's
+    description and its public rows."""
+    rows = public_rows(snap, config, model_cards(config, rated_models(engine)))
+    return {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
+
+
+def rows_csv(rows: list[dict[str, Any]], fields: tuple[str, ...] = ROW_FIELDS) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:  # booleans as the battle CSV writes them
+        writer.writerow({k: str(v).lower() if isinstance(v, bool) else v for k, v in row.items()})
+    return out.getvalue().encode("utf-8")
 
 
 def rated_models(engine: Engine) -> dict[str, tuple[str, str]]:

@@ -304,10 +304,6 @@ def insert_rows(
     conn.exec_driver_sql(sql, values)
 
 
-def bulk_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(conn, table, *driver_rows(table, rows, conn.dialect.name))
-
-
 # Bounds of what the tables hold on both databases.
 _MAX_INT = 2**31 - 1
 _MIN_TIME, _MAX_TIME = -62135596800.0, 253402300799.0  # years 1 to 9999

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
-import json
 import multiprocessing
 import os
 import platform
@@ -58,6 +57,7 @@ import httpx
 import numpy as np
 
 from arena import db
+from arena.config import registry_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = 200
@@ -255,36 +255,6 @@ def registry(world: World) -> dict[str, Any]:
             for i, name in enumerate(world.names)
         ],
     }
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(type(value))
-
-
-def registry_toml(reg: dict[str, Any]) -> str:
-    """The same registry as an arena.toml, for the `arena` commands (ARENA_CONFIG)."""
-    out = []
-    for section, values in reg.items():
-        if section == "models":
-            continue
-        out.append(f"[{section}]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-        out.append("")
-    for model in reg["models"]:
-        out.append("[[models]]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in model.items())
-        out.append("")
-    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -20,6 +19,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
+
+from arena.config import registry_toml
 
 
 def free_port() -> int:
@@ -132,42 +133,8 @@ def recording_proxy(target: str, recorder: Recorder) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """Every key of a registry dict as TOML: tables, their sub-tables, then [[models]]."""
-    lines: list[str] = []
-    for name, table in data.items():
-        if name == "models":
-            continue
-        lines.append(f"[{name}]")
-        subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if k not in subtables]
-        for sub, values in subtables.items():
-            lines += ["", f"[{name}.{sub}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-        lines.append("")
-    for model in data.get("models", []):
-        lines.append("[[models]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in model.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
     """Write the registry `data` whole, so a test gets every setting it passes."""
     path = tmp_path / "arena.toml"
-    path.write_text(to_toml(data), encoding="utf-8")
+    path.write_text(registry_toml(data), encoding="utf-8")
     return path

@@ -170,3 +170,24 @@ def test_new_sections_parse_and_fail_by_name(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             load_config(write(tmp_path, GOOD + "\n" + bad), environ={"TWO_API_KEY": "k"})
         assert where in str(info.value), str(info.value)
+
+
+def test_registry_toml_reads_back_the_same(tmp_path: Path) -> None:
+    import tomllib
+
+    from arena.config import registry_toml
+
+    data = {
+        "arena": {"title": 'Quotes " and \\ slashes', "max_turns": 2, "demo": True},
+        "ratings": {"interval_minutes": 0.5, "options": {"ci": "bootstrap", "rounds": 50}},
+        "models": [
+            {"name": "a", "weight": 1.5, "endpoints": [{"base_url": "http://x/v1", "model": "m"}]},
+            {
+                "name": "b",
+                "params": {"temperature": 0.7},
+                "endpoints": [{"base_url": "http://y/v1", "model": "n"}],
+            },
+        ],
+    }
+    assert tomllib.loads(registry_toml(data)) == data
+    assert parse_config(tomllib.loads(registry_toml(data))) == parse_config(data)
