@@ -90,7 +90,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        # The tagger loads its language model on first use (about 0.5 s): load it now, in a
+        # thread, rather than during the first voter's battle.
+        warm = asyncio.create_task(asyncio.to_thread(battles.tagger.tag, "warm up"))
         yield
+        await warm
         await jobs.stop()
         await http.aclose()
         engine.dispose()

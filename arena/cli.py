@@ -179,6 +179,9 @@ def cmd_categories(args: argparse.Namespace) -> None:
     tagger = RuleTagger(CategoryRules(long_prompt_chars=config.ratings.long_prompt_chars))
     count = Store(engine).backfill_categories(tagger, only_missing=not args.all)
     print(f"tagged {count} battles")
+    if count:
+        # New tags are not new votes: the job would see nothing to do.
+        print("run `arena ratings compute --force` to rate the categories with them")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -247,8 +250,7 @@ def _write_out(path: str, write: Any) -> Any:
 def _leaderboard_text(engine: Any, config: Any, args: argparse.Namespace, fmt: str) -> str:
     import json
 
-    from arena.api import ROW_FIELDS, _csv
-    from arena.leaderboard import SnapshotReader, model_cards, public_rows, rated_models
+    from arena.leaderboard import SnapshotReader, leaderboard_document, rows_csv
 
     reader = SnapshotReader(engine)
     snap = reader.latest(args.category, args.style_control)
@@ -258,10 +260,9 @@ def _leaderboard_text(engine: Any, config: Any, args: argparse.Namespace, fmt: s
             f"no snapshot for category {args.category!r}"
             + (f" (known: {', '.join(known)})" if known else ": run `arena ratings compute`")
         )
-    rows = public_rows(snap, config, model_cards(config, rated_models(engine)))
+    doc = leaderboard_document(engine, config, snap)
     if fmt == "csv":
-        return _csv(rows, ROW_FIELDS).decode("utf-8")
-    doc = {"snapshot": snap.meta(), "rows": [{k: r[k] for k in ROW_FIELDS} for r in rows]}
+        return rows_csv(doc["rows"]).decode("utf-8")
     return json.dumps(doc, indent=1) + "\n"
 
 

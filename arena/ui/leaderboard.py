@@ -249,8 +249,11 @@ def leaderboard_tab(app: App) -> Refresh:
             scale=2,
             elem_id="lb-category",
         )
-        style = gr.Checkbox(label="Style control", value=False, elem_id="lb-style")
-        deprecated = gr.Checkbox(label="Show deprecated", value=False, elem_id="lb-deprecated")
+        # The two switches share one column, so on a phone they wrap as a pair instead of
+        # being squeezed to a few letters each.
+        with gr.Column(scale=1, min_width=180):
+            style = gr.Checkbox(label="Style control", value=False, elem_id="lb-style")
+            deprecated = gr.Checkbox(label="Show deprecated", value=False, elem_id="lb-deprecated")
         search = gr.Textbox(
             label="Search", placeholder="model or organization", scale=2, elem_id="lb-search"
         )
@@ -297,11 +300,18 @@ def leaderboard_tab(app: App) -> Refresh:
             *figures,
         )
 
+    def search_table(
+        category_value: str, style_value: bool, deprecated_value: bool, search_value: str
+    ) -> list[list[Any]]:
+        # Typing in the search box changes the table only: no plots rebuilt per keystroke.
+        view = load_board(app, category_value, style_value, deprecated_value)
+        return table_rows(view.rows, search_value)
+
     controls = [category, style, deprecated, search]
     outputs = [category, table, summary, ratings_plot, compute_plot, winrate_plot, counts_plot]
     for control in (category, style, deprecated):
         control.change(refresh, controls, outputs, api_visibility="private", show_progress="hidden")
-    search.change(refresh, controls, outputs, api_visibility="private", show_progress="hidden")
+    search.change(search_table, controls, [table], api_visibility="private", show_progress="hidden")
     return Refresh(refresh, controls, outputs)
 
 
