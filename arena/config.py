@@ -139,6 +139,36 @@ class RatingsConfig:
     long_prompt_chars: int = setting(
         2000, "a prompt longer than this many characters is in the `long` category", minimum=1
     )
+    anomaly_alpha: float = setting(
+        0.05,
+        "family-wise level at which a voter is flagged as anomalous (Fisher's method, "
+        "Bonferroni over the checkpoints); 0 turns the test off",
+        minimum=0,
+    )
+    anomaly_checkpoints: int = setting(
+        5, "random checkpoints at which a voter's combined p-value is tested", minimum=1
+    )
+    anomaly_min_votes: int = setting(
+        10, "votes a voter needs before the anomaly test looks at them", minimum=1
+    )
+    upset_probability: float = setting(
+        0.3,
+        "a vote for a side the ratings give less than this win probability is an upset",
+        minimum=0,
+    )
+    upset_weight: float = setting(
+        1.0,
+        "weight of an upset vote in the fit; 1 counts it in full and lists it for review",
+        minimum=0,
+    )
+    counted_per_day_voter: int = setting(
+        100,
+        "votes per voter per day the ratings count; later ones are left out (0: no cap)",
+        minimum=0,
+    )
+    counted_per_day_ip: int = setting(
+        300, "votes per client IP per day the ratings count (0: no cap)", minimum=0
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +193,74 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Abuse limits, per voter cookie and per client IP (docs/security.md). 0 turns one off.
+
+    Counted in the battle service, so the page and the scripted API share them."""
+
+    prompts_per_minute_voter: int = setting(
+        10, "prompts (first or follow-up) per voter per minute", minimum=0
+    )
+    prompts_per_minute_ip: int = setting(30, "prompts per client IP per minute", minimum=0)
+    battles_per_hour_voter: int = setting(
+        60, "battles started per voter per hour; New battle rerolls count", minimum=0
+    )
+    battles_per_hour_ip: int = setting(200, "battles started per client IP per hour", minimum=0)
+    votes_per_day_voter: int = setting(300, "votes per voter per day", minimum=0)
+    votes_per_day_ip: int = setting(1000, "votes per client IP per day", minimum=0)
+    max_body_bytes: int = setting(
+        262144, "largest HTTP request body; a larger one is refused before it is read", minimum=1024
+    )
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Anonymity, client addresses and what answers may render (docs/security.md)."""
+
+    production: bool = setting(
+        False, "production mode: ARENA_IP_SALT and ARENA_SECRET_KEY must be set at start"
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "IPs or CIDR ranges of proxies whose X-Forwarded-For is believed; none by default"
+    )
+    leak_terms: tuple[str, ...] = setting(
+        (), "names, besides the registry's and the built-in list, that flag an answer as a leak"
+    )
+    builtin_leak_terms: bool = setting(
+        True, "check answers against the built-in list of well-known model and company names"
+    )
+    remote_images: bool = setting(False, "let answers show images from other sites")
+
+
+@dataclass(frozen=True)
+class ModerationConfig:
+    """An optional moderation endpoint in the OpenAI moderation API's shape, asked about every
+    user turn before either model sees it."""
+
+    url: str = setting("", "moderation endpoint (`…/v1/moderations`); empty turns the hook off")
+    model: str = setting("", "`model` sent with each request; empty sends none")
+    api_key_env: str = setting("", "environment variable holding the endpoint's API key")
+    on_error: str = setting(
+        "open",
+        "when the endpoint fails: `open` lets the turn through, `closed` refuses it",
+        choices=("open", "closed"),
+    )
+    timeout: float = setting(5.0, "seconds to wait for the endpoint", above=0)
+    store_text: bool = setting(True, "keep the text of a blocked turn with its moderation event")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What is kept about voters, and for how long."""
+
+    retention_days: float = setting(
+        0.0,
+        "delete prompt and answer text this many days after a battle; votes stay. 0 keeps it",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
 class Endpoint:
     base_url: str
     model: str
@@ -182,6 +280,8 @@ class ModelEntry:
     retired: bool = False
     weight: float = 1.0
     think_tags: ThinkTags = "auto"
+    # Other names the model goes by; an answer naming one is an identity leak.
+    aliases: tuple[str, ...] = ()
 
     @property
     def drawable(self) -> bool:
@@ -206,6 +306,10 @@ class ArenaConfig:
     ratings: RatingsConfig = RatingsConfig()
     leaderboard: LeaderboardConfig = LeaderboardConfig()
     export: ExportConfig = ExportConfig()
+    limits: LimitsConfig = LimitsConfig()
+    security: SecurityConfig = SecurityConfig()
+    moderation: ModerationConfig = ModerationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     rating_options: RatingOptions = field(default_factory=RatingOptions)
     source: str = "<memory>"
 
@@ -229,6 +333,10 @@ SECTIONS: dict[str, type] = {
     "ratings": RatingsConfig,
     "leaderboard": LeaderboardConfig,
     "export": ExportConfig,
+    "limits": LimitsConfig,
+    "security": SecurityConfig,
+    "moderation": ModerationConfig,
+    "privacy": PrivacyConfig,
 }
 
 
@@ -258,7 +366,7 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
@@ -395,6 +503,7 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
             "retired",
             "weight",
             "think_tags",
+            "aliases",
         },
     )
     endpoints_raw = _get(where, raw, "endpoints", list)
@@ -416,6 +525,9 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         raise where.fail(
             "think_tags", f"must be one of {', '.join(_THINK_TAGS)}, got {think_tags!r}"
         )
+    aliases = _get(where, raw, "aliases", list, [])
+    if not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise where.fail("aliases", f"must be a list of non-empty strings, got {aliases!r}")
     weight = float(_get(where, raw, "weight", (int, float), 1.0))
     if not math.isfinite(weight) or weight < 0:
         raise where.fail("weight", f"must be a number >= 0, got {raw.get('weight')!r}")
@@ -430,11 +542,17 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         retired=_get(where, raw, "retired", bool, False),
         weight=weight,
         think_tags=think_tags,
+        aliases=tuple(aliases),
     )
 
 
 def _setting_value(where: _Where, table: Mapping[str, Any], f: Any) -> Any:
     kind = type(f.default)
+    if kind is tuple:  # a list of strings
+        items = _get(where, table, f.name, list, list(f.default))
+        if not all(isinstance(x, str) and x.strip() for x in items):
+            raise where.fail(f.name, f"must be a list of non-empty strings, got {items!r}")
+        return tuple(items)
     kinds: tuple[type, ...] = (int, float) if kind is float else (kind,)
     value = _get(where, table, f.name, kinds, f.default)
     meta = f.metadata
@@ -497,6 +615,10 @@ def parse_config(
         ratings=RatingsConfig(**_section(source, data, "ratings", frozenset({"options"}))),
         leaderboard=LeaderboardConfig(**_section(source, data, "leaderboard")),
         export=ExportConfig(**_section(source, data, "export")),
+        limits=LimitsConfig(**_section(source, data, "limits")),
+        security=SecurityConfig(**_section(source, data, "security")),
+        moderation=ModerationConfig(**_section(source, data, "moderation")),
+        privacy=PrivacyConfig(**_section(source, data, "privacy")),
         rating_options=_rating_options(source, data),
         source=source,
     )

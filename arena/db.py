@@ -46,6 +46,34 @@ voters = sa.Table(
     sa.Column("last_seen_at", Time, nullable=False),
     # HMAC-SHA256 of the IP with a per-deployment salt; the raw IP is never stored.
     sa.Column("ip_hash", sa.String(64)),
+    # Set by an administrator (`arena admin flag-voter`): the reason. The ratings job leaves
+    # a flagged voter's votes out (docs/security.md).
+    sa.Column("flagged", sa.Text),
+)
+
+# Banned client IPs, hashed like every stored IP (issue 8, §7).
+bans = sa.Table(
+    "bans",
+    metadata,
+    sa.Column("ip_hash", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+# What the moderation hook blocked, or let through unchecked when the endpoint failed open;
+# `content` is NULL when the operator keeps no text ([integrity] moderation_store_text).
+moderation_events = sa.Table(
+    "moderation_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("voter_id", sa.String(64)),
+    sa.Column("ip_hash", sa.String(64)),
+    sa.Column("battle_id", sa.String(36)),
+    sa.Column("action", sa.String(16), nullable=False),  # blocked | unchecked
+    sa.Column("categories", sa.JSON),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("content", sa.Text),
 )
 
 battles = sa.Table(
@@ -72,6 +100,8 @@ battles = sa.Table(
     # Per side, summed over turns: completion tokens (reasoning included: the compute spent) and
     # the answer's style counts for style control (visible tokens, headers, list items, bold).
     *[sa.Column(f"{name}_{side}", sa.Integer) for name in STYLE_COLUMNS for side in ("a", "b")],
+    # When the retention setting deleted this battle's prompts and answers; the vote stays.
+    sa.Column("text_deleted_at", Time),
     sa.CheckConstraint(_in("status", BattleState), name="status"),
     sa.CheckConstraint("model_a <> model_b", name="distinct_models"),
     sa.CheckConstraint("source IN ('arena', 'import')", name="source"),
