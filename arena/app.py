@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 
 import httpx
@@ -19,10 +20,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arena import api
+from arena.admin import admin_app
 from arena.battles import BattleService
-from arena.config import ArenaConfig, Settings, load_config
+from arena.config import ArenaConfig, Registry, Settings, load_config
 from arena.db import check_current, make_engine
-from arena.errors import SnapshotError
+from arena.errors import ConfigError, SnapshotError
+from arena.identity import COOKIE_MAX_AGE, VOTER_COOKIE, Identity, Limits, limit_storage
 from arena.jobs import Job, Jobs
 from arena.leaderboard import SnapshotReader
 from arena.router import Router
@@ -30,7 +33,6 @@ from arena.store import Store
 
 log = logging.getLogger(__name__)
 
-VOTER_COOKIE = "arena_voter"
 # The export API and health checks are read by scripts and caches: no cookie, so that a shared
 # cache may keep their responses.
 NO_COOKIE_PATHS = ("/api/v1", "/healthz")
@@ -39,7 +41,7 @@ NO_COOKIE_PATHS = ("/api/v1", "/healthz")
 @dataclass
 class App:
     settings: Settings
-    config: ArenaConfig
+    registry: Registry
     engine: Engine
     store: Store
     http: httpx.AsyncClient
@@ -48,7 +50,13 @@ class App:
     snapshots: SnapshotReader
     jobs: Jobs
     export_salt: bytes
+    identity: Identity
     asgi: FastAPI
+
+    @property
+    def config(self) -> ArenaConfig:
+        """The registry in force (it may be reloaded: read it once per use)."""
+        return self.registry.current
 
 
 def create_app(
@@ -63,17 +71,18 @@ def create_app(
     Raises `ConfigError` or `StorageError` before anything starts serving.
     """
     config = config or load_config(settings.config_path)
+    registry = Registry(config, settings.config_path)
     engine = make_engine(settings.database_url)
     check_current(engine)
     store = Store(engine)
-    salt = settings.ip_salt.reveal().encode() if settings.ip_salt else store.ip_salt()
+    identity = make_identity(settings, registry, store)
     # One client for every endpoint: a pool sized for hundreds of concurrent streams.
     http = http or httpx.AsyncClient(
         limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
         follow_redirects=False,
     )
-    router = Router(config, http)
-    battles = BattleService(store, router, config, salt)
+    router = Router(registry, http)
+    battles = BattleService(store, router, registry, identity, http=http)
     jobs = Jobs(
         engine,
         [
@@ -83,6 +92,12 @@ def create_app(
                 config.ratings.interval_minutes * 60,
                 lambda: ratings_in_child(settings),
                 ttl=RATINGS_TTL,
+            ),
+            Job(
+                "retention",
+                RETENTION_INTERVAL if config.privacy.retention_days > 0 else 0,
+                lambda: delete_old_text(store, registry),
+                ttl=RETENTION_INTERVAL,
             ),
         ],
     )
@@ -102,7 +117,7 @@ def create_app(
     asgi = FastAPI(title=config.title, lifespan=lifespan, docs_url=None, redoc_url=None)
     app = App(
         settings,
-        config,
+        registry,
         engine,
         store,
         http,
@@ -111,14 +126,18 @@ def create_app(
         SnapshotReader(engine),
         jobs,
         store.secret("export_salt"),
+        identity,
         asgi,
     )
     asgi.state.arena = app
-    asgi.add_middleware(VoterCookie)
+    asgi.add_middleware(VoterCookie, identity=identity)
+    # Added last, so it runs first: an oversized body is refused before anything reads it.
+    asgi.add_middleware(BodyLimit, limit=lambda: registry.current.limits.max_body_bytes)
     asgi.include_router(api.router)
     asgi.add_api_route("/healthz", api.healthz, methods=["GET", "HEAD"], include_in_schema=False)
     v1 = api.v1()
     v1.state.arena = app
+    v1.mount("/admin", admin_app(app))
     asgi.mount("/api/v1", v1)
     if with_ui:
         from arena import ui  # the only importer of gradio
@@ -128,6 +147,54 @@ def create_app(
 
 
 SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
+RETENTION_INTERVAL = 3600.0  # seconds between deletions of text past its retention
+
+
+def make_identity(settings: Settings, registry: Registry, store: Store) -> Identity:
+    """Keys from the environment; outside production mode, made once and kept in the database
+    (every process of one deployment shares them)."""
+    config = registry.current
+    missing = [
+        name
+        for name, value in (
+            ("ARENA_IP_SALT", settings.ip_salt),
+            ("ARENA_SECRET_KEY", settings.secret_key),
+        )
+        if value is None
+    ]
+    if config.security.production and missing:
+        raise ConfigError(
+            f"production mode ([security] production = true) needs {' and '.join(missing)}: "
+            "a salt or key kept in the database is in every copy of the database"
+        )
+    salt = ip_salt(settings, store)
+    key = (
+        settings.secret_key.reveal().encode() if settings.secret_key else store.secret("cookie_key")
+    )
+    return Identity(
+        secret_key=key,
+        ip_salt=salt,
+        trusted_proxies=config.security.trusted_proxies,
+        limits=Limits(lambda: registry.current.limits, limit_storage(settings.redis_url)),
+        banned=store.banned_ips,
+    )
+
+
+def ip_salt(settings: Settings, store: Store) -> bytes:
+    return settings.ip_salt.reveal().encode() if settings.ip_salt else store.ip_salt()
+
+
+async def delete_old_text(store: Store, registry: Registry) -> int:
+    days = registry.current.privacy.retention_days
+    if days <= 0:
+        return 0
+    before = datetime.now(UTC) - timedelta(days=days)
+    count = await asyncio.to_thread(store.delete_text, before)
+    if count:
+        log.info("retention: deleted the text of %d battles older than %g days", count, days)
+    return count
+
+
 # The ratings lease is renewed while a run lasts; a process that died holding it blocks the
 # next run for this long at most.
 RATINGS_TTL = 300.0
@@ -167,21 +234,23 @@ async def ratings_in_child(settings: Settings) -> None:
 
 
 class VoterCookie:
-    """Give every browser an anonymous voter id; nothing about the person is in it.
+    """Give every browser an anonymous voter id, signed (arena.identity); a missing or forged
+    cookie is replaced. Nothing about the person is in it.
 
     Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
     wraps every streamed event and disconnect check, which cost a tenth of the app's
     CPU under load (bench/battles.py).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, identity: Identity) -> None:
         self.app = app
+        self.identity = identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["path"].startswith(NO_COOKIE_PATHS)
-            or VOTER_COOKIE in Request(scope).cookies
+            or self.identity.verify_cookie(Request(scope).cookies.get(VOTER_COOKIE))
         ):
             await self.app(scope, receive, send)
             return
@@ -189,9 +258,9 @@ class VoterCookie:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
                 cookie = SimpleCookie()
-                cookie[VOTER_COOKIE] = secrets.token_urlsafe(18)
+                cookie[VOTER_COOKIE] = self.identity.new_cookie()
                 morsel = cookie[VOTER_COOKIE]
-                morsel["max-age"] = 365 * 24 * 3600
+                morsel["max-age"] = COOKIE_MAX_AGE
                 morsel["path"] = "/"
                 morsel["httponly"] = True
                 morsel["samesite"] = "lax"
@@ -200,3 +269,62 @@ class VoterCookie:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over the limit before it is read whole (issue 8, §3): by its
+    Content-Length at once, or, for a chunked body, as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        length = Request(scope).headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _too_large(send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(send, limit)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {"error": f"The request is too large (the limit is {limit} bytes).", "parameter": None}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
+import secrets
 import time
+import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+import httpx
 
 from arena.categories import CategoryRules, RuleTagger, Tagger
-from arena.config import ArenaConfig, ModelEntry
+from arena.config import ArenaConfig, ModelEntry, Registry
 from arena.errors import BattleNotFound, ProviderError, TurnRejected, VoteRejected
+from arena.identity import Action, Identity, Voter
+from arena.leaks import LeakRules, LeakScanner, rules_for
 from arena.lifecycle import BattleState, Outcome, Side
+from arena.moderation import moderate
 from arena.providers.base import ChatMessage, ChatRequest, Chunk, Provider, Usage
 from arena.router import Router
 from arena.store import AnswerRecord, BattleRecord, Store
@@ -32,12 +37,6 @@ log = logging.getLogger(__name__)
 # this often so the "thinking… N s" counter moves.
 UPDATE_INTERVAL = 0.1
 TICK_INTERVAL = 0.5
-
-
-@dataclass(frozen=True)
-class Voter:
-    id: str
-    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,57 +206,171 @@ def _history(rows: Sequence[Mapping[str, Any]], side: Side) -> list[ChatMessage]
     ]
 
 
-def names_itself(entry: ModelEntry, text: str) -> bool:
-    """Does an answer state its model's name or maker? Such a battle is no longer blind.
+class AnswerCheck(Protocol):
+    """One check of one answer while it streams (issue 8: nothing is left for vote time)."""
 
-    Flagged, not blocked: the battle stays votable and the flag lets ratings leave it out.
-    """
-    lowered = text.lower()
-    terms = [entry.name, entry.organization]
-    return any(len(term) >= 3 and term.lower() in lowered for term in terms)
+    def feed(self, text: str, final: bool) -> None: ...
+
+    def found(self) -> list[str]: ...
+
+
+# An answer hook makes one check per answer; `name` is the battle flag it sets, listing the sides
+# where it found something, and `<name>_terms` keeps what it found, per side.
+@dataclass(frozen=True)
+class AnswerHook:
+    name: str
+    make: Callable[[ArenaConfig], AnswerCheck]
+
+
+class _LeakCheck:
+    def __init__(self, scanner: LeakScanner) -> None:
+        self.scanner = scanner
+
+    def feed(self, text: str, final: bool) -> None:
+        self.scanner.feed(text, final)
+
+    def found(self) -> list[str]:
+        return sorted(self.scanner.found)
+
+
+class LeakHook:
+    """The identity-leak check (arena/leaks.py), its rules compiled once per registry."""
+
+    def __init__(self) -> None:
+        self._rules: tuple[ArenaConfig, LeakRules] | None = None
+
+    def rules(self, config: ArenaConfig) -> LeakRules:
+        cached = self._rules
+        if cached is None or cached[0] is not config:
+            names = [t for m in config.models for t in (m.name, m.organization, *m.aliases)]
+            sec = config.security
+            cached = (config, rules_for(names, sec.leak_terms, sec.builtin_leak_terms))
+            self._rules = cached
+        return cached[1]
+
+    def hook(self) -> AnswerHook:
+        return AnswerHook("identity_leak", lambda config: _LeakCheck(self.rules(config).scanner()))
+
+
+# Characters a prompt may hold that show nothing: controls (C0 and C1, but tab and newlines),
+# format characters (zero-width space, joiners, bidi marks) and unassigned code points.
+_INVISIBLE = {"Cc", "Cf", "Cn", "Co", "Cs"}
+
+
+def check_text(prompt: str, max_chars: int) -> str:
+    """The prompt as stored, or `TurnRejected` with what is wrong (issue 8, §3). Checked before
+    anything is written or any model is called."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TurnRejected(
+            "Your message contains invalid characters (a broken emoji or symbol?). "
+            "Please retype it."
+        ) from None
+    # PostgreSQL text cannot hold NUL; no prompt needs one.
+    text = prompt.replace("\x00", "").strip()
+    if len(text) > max_chars:
+        raise TurnRejected(
+            f"That message is too long ({len(text)} characters; the limit is {max_chars})."
+        )
+    if not any(unicodedata.category(c) not in _INVISIBLE and not c.isspace() for c in text):
+        raise TurnRejected("Type a message first.")
+    return text
+
+
+def _hook_flags(
+    earlier: Mapping[str, Any], checks: Mapping[Side, Sequence[tuple[str, AnswerCheck]]]
+) -> dict[str, Any] | None:
+    """The battle flags this turn's checks add to those of earlier turns: per hook, the sides
+    where it found something (`identity_leak: ["a"]`) and what (`identity_leak_terms`)."""
+    flags: dict[str, Any] = {}
+    for side, side_checks in checks.items():
+        for name, check in side_checks:
+            found = check.found()
+            if not found:
+                continue
+            sides = set(flags.get(name, earlier.get(name, []))) | {side.value}
+            flags[name] = sorted(sides)
+            terms = dict(flags.get(f"{name}_terms", earlier.get(f"{name}_terms", {})))
+            terms[side.value] = sorted({*terms.get(side.value, []), *found})
+            flags[f"{name}_terms"] = terms
+    return flags or None
 
 
 class BattleService:
+    """Battles from first prompt to reveal. Every voter action passes `identity.admit` (bans and
+    limits) and the input checks here, so the page and the scripted API are held alike."""
+
     def __init__(
         self,
         store: Store,
         router: Router,
-        config: ArenaConfig,
-        ip_salt: bytes,
+        registry: Registry | ArenaConfig,
+        identity: Identity | None = None,
         tagger: Tagger | None = None,
+        http: httpx.AsyncClient | None = None,
+        hooks: Sequence[AnswerHook] | None = None,
     ) -> None:
         self.store = store
         self.router = router
-        self.config = config
-        self._salt = ip_salt
+        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
+        self.identity = identity or Identity(
+            secret_key=secrets.token_bytes(32), ip_salt=store.ip_salt()
+        )
+        config = self.registry.current
         self.tagger = tagger or RuleTagger(
             CategoryRules(long_prompt_chars=config.ratings.long_prompt_chars)
         )
+        self.http = http or router.client
+        self.hooks = list(hooks) if hooks is not None else [LeakHook().hook()]
 
-    def ip_hash(self, ip: str | None) -> str | None:
-        if not ip:
-            return None
-        return hmac.new(self._salt, ip.encode(), hashlib.sha256).hexdigest()
+    @property
+    def config(self) -> ArenaConfig:
+        """The registry as it is now; an operation reads it once and keeps that copy."""
+        return self.registry.current
 
-    def _check_prompt(self, prompt: str) -> str:
-        # PostgreSQL text cannot hold NUL; no prompt needs one.
-        text = prompt.replace("\x00", "").strip()
-        if not text:
-            raise TurnRejected("Type a message first.")
-        if len(text) > self.config.max_prompt_chars:
-            raise TurnRejected(
-                f"That message is too long ({len(text)} characters; "
-                f"the limit is {self.config.max_prompt_chars})."
-            )
-        return text
+    async def _admit_prompt(
+        self,
+        config: ArenaConfig,
+        voter: Voter,
+        prompt: str,
+        battle_id: str | None,
+        *actions: Action,
+    ) -> str:
+        """Input checks, bans and limits, then moderation: all before anything is written
+        (but a moderation event) or any model is called."""
+        text = check_text(prompt, config.max_prompt_chars)
+        await self.identity.admit(voter, Action.PROMPT, *actions)
+        verdict = await moderate(self.http, config.moderation, text)
+        if verdict is None or (not verdict.flagged and verdict.error is None):
+            return text
+        keep = config.moderation.store_text and verdict.flagged
+        await asyncio.to_thread(
+            self.store.record_moderation,
+            voter_id=voter.id,
+            ip_hash=voter.ip_hash,
+            battle_id=battle_id,
+            action="blocked" if verdict.flagged else "unchecked",
+            reason=verdict.error or "flagged by the moderation endpoint",
+            categories=verdict.categories,
+            content=text if keep else None,
+        )
+        if verdict.error is not None and not verdict.flagged:
+            log.warning("moderation: %s; the turn went through unchecked", verdict.error)
+            return text
+        if verdict.error is not None:
+            raise TurnRejected("Your message could not be checked right now. Please try again.")
+        what = f" ({', '.join(verdict.categories)})" if verdict.categories else ""
+        raise TurnRejected(f"This arena's content policy does not allow that message{what}.")
 
     async def start(self, voter: Voter, prompt: str) -> AsyncIterator[BattleView]:
         """Draw two models, create the battle, and stream the first turn."""
-        text = self._check_prompt(prompt)
-        model_a, model_b = self.router.pick_pair()
+        config = self.config
+        text = await self._admit_prompt(config, voter, prompt, None, Action.BATTLE)
+        model_a, model_b = self.router.pick_pair(config)
         battle_id = str(uuid.uuid4())
-        await asyncio.to_thread(self.store.touch_voter, voter.id, self.ip_hash(voter.ip))
-        flags = {"demo": True} if self.config.demo else {}
+        await asyncio.to_thread(self.store.touch_voter, voter.id, voter.ip_hash)
+        flags = {"demo": True} if config.demo else {}
         tags = await asyncio.to_thread(self.tagger.tag, text)
         battle = await asyncio.to_thread(
             self.store.create_battle,
@@ -269,32 +382,33 @@ class BattleService:
             flags,
             tags,
         )
-        async for view in self._run_turn(battle, 1, text, []):
+        async for view in self._run_turn(config, battle, 1, text, []):
             yield view
 
     async def follow_up(
         self, battle_id: str, voter: Voter, prompt: str
     ) -> AsyncIterator[BattleView]:
-        text = self._check_prompt(prompt)
+        config = self.config
+        check_text(prompt, config.max_prompt_chars)
         battle = await asyncio.to_thread(self.store.battle, battle_id)
         if battle.voter_id is not None and battle.voter_id != voter.id:
             raise TurnRejected("This battle belongs to another session.")
-        if any(self.config.find(battle.model(side)) is None for side in Side):
+        if any(config.find(battle.model(side)) is None for side in Side):
             # The registry changed since the battle began: the answers so far can still be
             # voted on, but the missing model cannot answer again.
             raise TurnRejected(
                 "One of the models in this battle is no longer available, so it takes no "
                 "follow-ups. Vote on the answers so far, or start a new battle."
             )
+        text = await self._admit_prompt(config, voter, prompt, battle_id)
         rows = await asyncio.to_thread(self.store.messages, battle_id)
-        turn = await asyncio.to_thread(
-            self.store.begin_turn, battle_id, text, self.config.max_turns
-        )
-        async for view in self._run_turn(battle, turn, text, rows):
+        turn = await asyncio.to_thread(self.store.begin_turn, battle_id, text, config.max_turns)
+        async for view in self._run_turn(config, battle, turn, text, rows):
             yield view
 
     async def _run_turn(
         self,
+        config: ArenaConfig,
         battle: BattleRecord,
         turn: int,
         prompt: str,
@@ -302,7 +416,8 @@ class BattleService:
     ) -> AsyncIterator[BattleView]:
         progress = {side: SideProgress(model=battle.model(side), prompt=prompt) for side in Side}
         past = {side: _past_turns(rows, side) for side in Side}
-        turns_left = self.config.max_turns - turn
+        checks = {side: [(h.name, h.make(config)) for h in self.hooks] for side in Side}
+        turns_left = config.max_turns - turn
         changed = asyncio.Event()
 
         def view(state: BattleState) -> BattleView:
@@ -334,7 +449,7 @@ class BattleService:
         try:
             # Set-up inside the try: whatever fails here still abandons the battle below.
             for side in Side:
-                entry = self.config.model(battle.model(side))
+                entry = config.model(battle.model(side))
                 messages = (*_history(rows, side), ChatMessage(role="user", content=prompt))
                 request = ChatRequest(messages=messages, params=dict(entry.params))
                 provider = self.router.provider(entry)
@@ -344,16 +459,16 @@ class BattleService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), TICK_INTERVAL)
                 changed.clear()
+                for side, p in progress.items():
+                    for _, check in checks[side]:
+                        check.feed(p.content, final=False)
                 yield view(BattleState.ANSWERING)
                 await asyncio.sleep(UPDATE_INTERVAL)
+            for side, p in progress.items():
+                for _, check in checks[side]:
+                    check.feed(p.content, final=True)
             answers = {side: p.record() for side, p in progress.items()}
-            leaks = {
-                side.value
-                for side, p in progress.items()
-                if (found := self.config.find(p.model)) and names_itself(found, p.content)
-            }
-            earlier = set(battle.flags.get("identity_leak", []))
-            flags = {"identity_leak": sorted(leaks | earlier)} if leaks else None
+            flags = _hook_flags(battle.flags, checks)
             state = await asyncio.to_thread(self.store.finish_turn, battle.id, turn, answers, flags)
             finished = True
             yield view(state)
@@ -372,8 +487,9 @@ class BattleService:
             raise VoteRejected(
                 f"Unknown vote {outcome!r}; expected one of " + ", ".join(o.value for o in Outcome)
             ) from None
+        await self.identity.admit(voter, Action.VOTE)
         battle = await asyncio.to_thread(
-            self.store.record_vote, battle_id, outcome, voter.id, self.ip_hash(voter.ip)
+            self.store.record_vote, battle_id, outcome, voter.id, voter.ip_hash
         )
         # The vote is committed: only now may the names leave the server.
         rows = await asyncio.to_thread(self.store.messages, battle_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 
 from arena.config import Settings, load_config
-from arena.errors import ArenaError
+from arena.errors import ApiParameterError, ArenaError
 
 log = logging.getLogger("arena")
 
@@ -42,7 +44,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"Arena ({len(app.config.models)} models) on http://{host}:{port}", flush=True)
-    uvicorn.run(app.asgi, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app.asgi,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        # Arena reads X-Forwarded-For itself, and only from `[security] trusted_proxies`
+        # (arena.identity); uvicorn's default would believe it from 127.0.0.1 unasked.
+        proxy_headers=False,
+    )
 
 
 def cmd_demo_models(args: argparse.Namespace) -> None:
@@ -266,6 +277,67 @@ def _leaderboard_text(engine: Any, config: Any, args: argparse.Namespace, fmt: s
     return json.dumps(doc, indent=1) + "\n"
 
 
+def cmd_admin(args: argparse.Namespace) -> None:
+    from arena import admin
+    from arena.app import ip_salt
+    from arena.identity import Identity
+    from arena.store import Store
+
+    if args.action in ("reload", "ratings") and args.url:
+        _admin_request(args.url, args.action)
+        return
+    if args.action == "reload":
+        raise ArenaError("reload acts on a running arena: give --url (and set ARENA_ADMIN_TOKEN)")
+    engine, _config = _engine_and_config()
+    store = Store(engine)
+    settings = Settings.from_env()
+    try:
+        if args.action == "ratings":
+            args.force, args.no_lease = True, False
+            cmd_ratings(args)
+        elif args.action.endswith(("-battle", "-voter")):
+            verb, what = args.action.split("-")
+            reason = None
+            if verb == "flag":
+                reason = admin.reason_text(args.reason) or "flagged by an administrator"
+            set_flag = admin.flag_battle if what == "battle" else admin.flag_voter
+            set_flag(store, args.id, reason)
+            print(f"{what} {args.id}: {verb}ged")
+        elif args.action in ("ban", "unban"):
+            hasher = Identity(secret_key=b"", ip_salt=ip_salt(settings, store))
+            ip_hash = hasher.ip_hash(admin.check_ip(args.ip))
+            assert ip_hash is not None
+            if args.action == "ban":
+                new = store.ban_ip(ip_hash, admin.reason_text(args.reason))
+                state = "banned" if new else "already banned"
+                print(f"{state}: {args.ip} (stored as {ip_hash[:12]}…)")
+            else:
+                gone = store.unban_ip(ip_hash)
+                print(f"{'unbanned' if gone else 'was not banned'}: {args.ip}")
+    except ApiParameterError as err:
+        raise ArenaError(str(err)) from None
+    finally:
+        engine.dispose()
+
+
+def _admin_request(url: str, action: str) -> None:
+    token = os.environ.get("ARENA_ADMIN_TOKEN")
+    if not token:
+        raise ArenaError("set ARENA_ADMIN_TOKEN to the running arena's admin token")
+    target = f"{url.rstrip('/')}/api/v1/admin/{action}"
+    try:
+        response = httpx.post(target, headers={"authorization": f"Bearer {token}"}, timeout=60)
+    except httpx.HTTPError as err:
+        raise ArenaError(f"cannot reach {url}: {type(err).__name__}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:200]}
+    if response.status_code >= 400:
+        raise ArenaError(f"{target}: {response.status_code}: {body.get('error', body)}")
+    print(json.dumps(body))
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
     from arena.config import settings_markdown, settings_table
 
@@ -343,6 +415,24 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--category", default="overall", help="leaderboard category")
     exp.add_argument("--style-control", action="store_true", help="the style-controlled board")
     exp.set_defaults(func=cmd_export)
+    adm = sub.add_parser("admin", help="flag, ban, reload the registry, run the ratings")
+    admsub = adm.add_subparsers(dest="action", required=True)
+    for what in ("battle", "voter"):
+        flag = admsub.add_parser(f"flag-{what}", help=f"leave a {what}'s votes out of the ratings")
+        flag.add_argument("id")
+        flag.add_argument("--reason", default="", help="kept with the flag")
+        unflag = admsub.add_parser(f"unflag-{what}", help=f"clear a {what}'s flag")
+        unflag.add_argument("id")
+    ban = admsub.add_parser("ban", help="refuse prompts and votes from an IP (stored hashed)")
+    ban.add_argument("ip")
+    ban.add_argument("--reason", default="")
+    unban = admsub.add_parser("unban", help="lift a ban")
+    unban.add_argument("ip")
+    reload = admsub.add_parser("reload", help="reload the model registry of a running arena")
+    reload.add_argument("--url", help="the arena, e.g. http://127.0.0.1:7860")
+    runr = admsub.add_parser("ratings", help="run the ratings now (here, or in the arena at --url)")
+    runr.add_argument("--url", help="ask the running arena to run them")
+    adm.set_defaults(func=cmd_admin)
     return p
 
 

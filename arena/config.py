@@ -71,6 +71,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     ip_salt: Secret | None = None
+    secret_key: Secret | None = None  # signs voter cookies
+    redis_url: str | None = None  # shared rate-limit counters
+    admin_token: Secret | None = None  # bearer token of /api/v1/admin
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +95,9 @@ class Settings:
             host=env.get("ARENA_HOST", "127.0.0.1"),
             port=port,
             ip_salt=Secret(salt) if salt else None,
+            secret_key=Secret(key) if (key := env.get("ARENA_SECRET_KEY")) else None,
+            redis_url=env.get("ARENA_REDIS_URL") or None,
+            admin_token=Secret(token) if (token := env.get("ARENA_ADMIN_TOKEN")) else None,
         )
 
 
@@ -636,3 +642,27 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> ArenaCo
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     return parse_config(data, source=str(path), environ=environ)
+
+
+class Registry:
+    """The registry in force: one `ArenaConfig`, replaced whole by `reload`.
+
+    The swap is one assignment, so a reader sees the old registry or the new one, never a mix;
+    a battle reads `current` once when it starts a turn and keeps that copy (issue 8, §7).
+    """
+
+    def __init__(self, config: ArenaConfig, path: Path | None = None) -> None:
+        self._current = config
+        self.path = path
+
+    @property
+    def current(self) -> ArenaConfig:
+        return self._current
+
+    def reload(self, environ: Mapping[str, str] | None = None) -> ArenaConfig:
+        """Read the file again; on any error the registry in force stays (`ConfigError`)."""
+        if self.path is None:
+            raise ConfigError("this registry was not read from a file, so it cannot be reloaded")
+        config = load_config(self.path, environ)
+        self._current = config
+        return config

@@ -63,6 +63,14 @@ class NotEnoughModels(BattleError):
     pass
 
 
+class RateLimited(BattleError):
+    """An abuse limit was hit (arena.identity); the message says which and for how long."""
+
+
+class Banned(BattleError):
+    """The client's address is banned by an administrator."""
+
+
 class ImportFormatError(ArenaError):
     """A file given to `arena import` cannot be read. `str(err)` names the file, the row and the
     field."""

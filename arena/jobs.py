@@ -17,6 +17,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -130,9 +131,19 @@ class Jobs:
 
     def __init__(self, engine: Engine, jobs: Sequence[Job], holder: str | None = None) -> None:
         self.engine = engine
-        self.jobs = [j for j in jobs if j.every > 0]
+        self.all = list(jobs)
+        self.jobs = [j for j in jobs if j.every > 0]  # those run on a schedule
         self.holder = holder or holder_id()
         self._tasks: list[asyncio.Task[None]] = []
+        self._extra: set[asyncio.Task[Any]] = set()
+
+    def job(self, name: str) -> Job:
+        return next(j for j in self.all if j.name == name)
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a one-off run (an administrator's) until it ends; `stop` cancels it."""
+        self._extra.add(task)
+        task.add_done_callback(self._extra.discard)
 
     def lease(self, job: Job) -> Lease:
         return Lease(self.engine, job.name, self.holder, timedelta(seconds=job.ttl))
@@ -182,7 +193,8 @@ class Jobs:
         self._tasks = [asyncio.create_task(self._loop(job)) for job in self.jobs]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._extra]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []

@@ -6,7 +6,7 @@ import random
 
 import httpx
 
-from arena.config import ArenaConfig, ModelEntry
+from arena.config import ArenaConfig, ModelEntry, Registry
 from arena.errors import NotEnoughModels
 from arena.providers.base import Provider
 from arena.providers.openai import OpenAIProvider
@@ -14,19 +14,26 @@ from arena.providers.openai import OpenAIProvider
 
 class Router:
     def __init__(
-        self, config: ArenaConfig, client: httpx.AsyncClient, rng: random.Random | None = None
+        self,
+        registry: Registry | ArenaConfig,
+        client: httpx.AsyncClient,
+        rng: random.Random | None = None,
     ) -> None:
-        self.config = config
+        self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         self.client = client
         self.rng = rng or random.SystemRandom()
 
-    def pick_pair(self) -> tuple[ModelEntry, ModelEntry]:
+    @property
+    def config(self) -> ArenaConfig:
+        return self.registry.current
+
+    def pick_pair(self, config: ArenaConfig | None = None) -> tuple[ModelEntry, ModelEntry]:
         """Two distinct models drawn by weight, in random order.
 
         Drawing the second from what is left favours no position once the pair is
         shuffled, so neither side carries a hint.
         """
-        pool = [m for m in self.config.models if m.drawable]
+        pool = [m for m in (config or self.config).models if m.drawable]
         if len(pool) < 2:
             raise NotEnoughModels("Fewer than two models are available right now.")
         first = self.rng.choices(pool, weights=[m.weight for m in pool])[0]

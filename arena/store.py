@@ -437,6 +437,110 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.scalar(sa.select(sa.func.count()).select_from(db.votes)) or 0)
 
+    # -- integrity (docs/security.md) -----------------------------------------------------
+
+    def record_moderation(
+        self,
+        *,
+        voter_id: str | None,
+        ip_hash: str | None,
+        battle_id: str | None,
+        action: str,
+        reason: str,
+        categories: Sequence[str] = (),
+        content: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                db.moderation_events.insert().values(
+                    created_at=now(),
+                    voter_id=voter_id,
+                    ip_hash=ip_hash,
+                    battle_id=battle_id,
+                    action=action,
+                    categories=list(categories),
+                    reason=reason,
+                    content=content,
+                )
+            )
+
+    def banned_ips(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.scalars(sa.select(db.bans.c.ip_hash)))
+
+    def ban_ip(self, ip_hash: str, reason: str = "") -> bool:
+        """Ban an address (given hashed); False when it was banned already."""
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        db.bans.insert().values(ip_hash=ip_hash, reason=reason, created_at=now())
+                    )
+            except sa.exc.IntegrityError:
+                return False
+        return True
+
+    def unban_ip(self, ip_hash: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(db.bans.delete().where(db.bans.c.ip_hash == ip_hash)).rowcount)
+
+    def flag_battle(self, battle_id: str, reason: str | None) -> None:
+        """Set (or with None, clear) an administrator's flag on a battle: the ratings leave a
+        flagged battle's vote out."""
+        with self.engine.begin() as conn:
+            flags = dict(self._battle(conn, battle_id).flags)
+            if reason is None:
+                flags.pop("flagged", None)
+            else:
+                flags["flagged"] = {"reason": reason, "at": now().isoformat()}
+            conn.execute(
+                db.battles.update().where(db.battles.c.id == battle_id).values(flags=flags)
+            )
+
+    def flag_voter(self, voter_id: str, reason: str | None) -> bool:
+        """Set or clear a voter's flag; False when there is no such voter."""
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    db.voters.update().where(db.voters.c.id == voter_id).values(flagged=reason)
+                ).rowcount
+            )
+
+    def delete_text(self, before: datetime) -> int:
+        """Blank the prompts and answers of battles created before `before` and no longer
+        playing; their votes, counts and flags stay (the retention setting). Returns how many
+        battles."""
+        done = [BattleState.VOTED, BattleState.FAILED, BattleState.ABANDONED]
+        with self.engine.begin() as conn:
+            ids = sa.select(db.battles.c.id).where(
+                db.battles.c.created_at < before,
+                db.battles.c.text_deleted_at.is_(None),
+                db.battles.c.status.in_([str(s) for s in done]),
+            )
+            message_ids = sa.select(db.messages.c.id).where(db.messages.c.battle_id.in_(ids))
+            conn.execute(
+                db.candidates.update()
+                .where(db.candidates.c.message_id.in_(message_ids))
+                .values(content="", reasoning=None)
+            )
+            conn.execute(
+                db.messages.update()
+                .where(db.messages.c.battle_id.in_(ids))
+                .values(content="", reasoning=None)
+            )
+            conn.execute(
+                db.moderation_events.update()
+                .where(db.moderation_events.c.created_at < before)
+                .values(content=None)
+            )
+            return int(
+                conn.execute(
+                    db.battles.update()
+                    .where(db.battles.c.id.in_(ids))
+                    .values(text_deleted_at=now())
+                ).rowcount
+            )
+
 
 def _turn_refusal(status: BattleState) -> str:
     return {

@@ -64,6 +64,19 @@ DEMO_MODELS = {
 }
 
 
+NO_LIMITS = {
+    name: 0
+    for name in (
+        "prompts_per_minute_voter",
+        "prompts_per_minute_ip",
+        "battles_per_hour_voter",
+        "battles_per_hour_ip",
+        "votes_per_day_voter",
+        "votes_per_day_ip",
+    )
+}
+
+
 def demo_config_data(
     url: str, models: dict[str, str] | None = None, **arena: Any
 ) -> dict[str, Any]:
@@ -74,6 +87,8 @@ def demo_config_data(
         "timeouts": {"connect": 2, "first_token": 10, "between_tokens": 10, "total": 30},
         # Tests run the ratings job themselves; no child process per started server.
         "ratings": {"interval_minutes": 0},
+        # Tests play many battles from one address; tests/test_security.py sets its own limits.
+        "limits": NO_LIMITS,
         "models": [
             {
                 "name": name,

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena.app import VOTER_COOKIE, create_app
+from arena.app import create_app
+from arena.identity import VOTER_COOKIE
 from arena.config import Settings, parse_config
 from arena.errors import StorageError
 from tests.servers import demo_config_data

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from arena import db
-from arena.battles import BattleService, BattleView, Voter
+from arena.battles import BattleService, BattleView
 from arena.config import parse_config
 from arena.errors import TurnRejected, VoteRejected
+from arena.identity import Identity, Voter
 from arena.lifecycle import BattleState, Outcome, Side
 from arena.router import Router
 from arena.store import Store
@@ -22,7 +23,8 @@ def service(database_url: str, data: dict, seed: int = 0) -> BattleService:
     config = parse_config(data)
     router = Router(config, httpx.AsyncClient(), rng=random.Random(seed))
     store = Store(db.make_engine(database_url))
-    return BattleService(store, router, config, store.ip_salt())
+    identity = Identity(secret_key=b"k" * 32, ip_salt=store.ip_salt())
+    return BattleService(store, router, config, identity)
 
 
 async def play(svc: BattleService, voter: Voter, prompt: str) -> list[BattleView]:
@@ -31,7 +33,7 @@ async def play(svc: BattleService, voter: Voter, prompt: str) -> list[BattleView
 
 async def test_battle_to_reveal(demo_url: str, sqlite_url: str) -> None:
     svc = service(sqlite_url, demo_config_data(demo_url))
-    voter = Voter("v1", "203.0.113.9")
+    voter = Voter("v1", svc.identity.ip_hash("203.0.113.9"))
     views = await play(svc, voter, "What is a monad?")
     final = views[-1]
     assert final.state is BattleState.AWAITING_VOTE
@@ -55,7 +57,7 @@ async def test_battle_to_reveal(demo_url: str, sqlite_url: str) -> None:
     with svc.store.engine.connect() as conn:
         row = conn.execute(db.voters.select()).one()
     assert row.ip_hash and "203.0.113.9" not in str(tuple(row))
-    assert row.ip_hash == svc.ip_hash("203.0.113.9") != svc.ip_hash("203.0.113.10")
+    assert row.ip_hash == svc.identity.ip_hash("203.0.113.9") != svc.identity.ip_hash("203.0.113.10")
 
 
 async def test_reasoning_shows_timer_but_no_text(demo_url: str, sqlite_url: str) -> None:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from arena.app import VOTER_COOKIE
-from arena.battles import BattleView, Reveal, RevealedSide, TurnView, Voter
+from arena.battles import BattleView, Reveal, RevealedSide, TurnView
 from arena.errors import ArenaError
+from arena.identity import Identity, Voter
 from arena.lifecycle import BattleState, Outcome
 
 if TYPE_CHECKING:
@@ -39,14 +39,17 @@ class Session:
     reveal: Reveal | None = None
 
 
-def voter_of(request: gr.Request | None) -> Voter:
+def voter_of(identity: Identity, request: gr.Request | None) -> Voter:
+    """The voter behind a Gradio event, decided by arena.identity like every other request."""
     if request is None:
-        return Voter(id="anonymous")
-    cookies = getattr(request, "cookies", None) or {}
-    voter_id = cookies.get(VOTER_COOKIE) or f"session:{request.session_hash}"
+        return identity.voter({}, None, {})
     client = getattr(request, "client", None)
-    host = getattr(client, "host", None) if client else None
-    return Voter(id=str(voter_id)[:64], ip=host)
+    return identity.voter(
+        getattr(request, "cookies", None) or {},
+        getattr(client, "host", None) if client else None,
+        getattr(request, "headers", None) or {},
+        getattr(request, "session_hash", None),
+    )
 
 
 def _turn_messages(turn: TurnView, reasoning: str | None, revealed: bool) -> list[dict[str, Any]]:
@@ -213,7 +216,7 @@ def arena_tab(app: App) -> None:
     async def ask(
         text: str, current: Session, request: gr.Request
     ) -> AsyncIterator[tuple[Any, ...]]:
-        voter = voter_of(request)
+        voter = voter_of(app.identity, request)
         try:
             view = current.view
             if current.battle_id and view and view.state is BattleState.AWAITING_VOTE:
@@ -232,7 +235,9 @@ def arena_tab(app: App) -> None:
             if not current.battle_id or current.view is None:
                 raise gr.Error("There is no battle to vote on yet.")
             try:
-                result = await battles.vote(current.battle_id, voter_of(request), outcome)
+                result = await battles.vote(
+                    current.battle_id, voter_of(app.identity, request), outcome
+                )
             except ArenaError as err:
                 raise gr.Error(str(err)) from None
             view = current.view

@@ -1,0 +1,179 @@
+"""Administration: flag battles and voters, ban addresses, reload the registry, run the ratings.
+
+The same operations back `arena admin …` (on the database directly) and `/api/v1/admin/…` (in a
+running process, behind a bearer token: `ARENA_ADMIN_TOKEN`). Without a valid token every admin
+route answers 401, whatever the path or method; the token is compared in constant time and never
+logged (issue 8, §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from arena.errors import ApiParameterError, BattleNotFound, ConfigError
+from arena.store import Store
+
+if TYPE_CHECKING:
+    from arena.app import App
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 500
+
+
+def reason_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_REASON or "\x00" in value:
+        raise ApiParameterError("reason", f"reason must be text of at most {MAX_REASON} characters")
+    return value.strip()
+
+
+def check_ip(value: Any) -> str:
+    """An address as the hash input: canonical, so that '::FFFF:1.2.3.4' and a shorter spelling
+    of one address ban the same client."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise ApiParameterError("ip", f"not an IP address: {str(value)[:60]!r}") from None
+
+
+def flag_battle(store: Store, battle_id: str, reason: str | None) -> None:
+    try:
+        store.flag_battle(battle_id, reason)
+    except BattleNotFound:
+        raise ApiParameterError("battle", f"no battle {battle_id[:40]!r}", status=404) from None
+
+
+def flag_voter(store: Store, voter_id: str, reason: str | None) -> None:
+    if not store.flag_voter(voter_id, reason):
+        raise ApiParameterError("voter", f"no voter {voter_id[:70]!r}", status=404)
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+class AdminAuth:
+    """Every request under /api/v1/admin must carry `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, token: bytes | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            response = JSONResponse(
+                {"error": "admin routes need a valid bearer token", "parameter": None},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        if not self.token:
+            return False
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value
+        scheme, _, given = header.partition(b" ")
+        # Constant time, whatever the length or content given.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiParameterError("body", "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiParameterError("body", "the body must be a JSON object")
+    return data
+
+
+def admin_app(arena: App) -> ASGIApp:
+    api = FastAPI(title="Arena admin API", docs_url=None, redoc_url=None, openapi_url=None)
+    store = arena.store
+
+    @api.exception_handler(ApiParameterError)
+    async def parameter_error(_: Request, err: ApiParameterError) -> JSONResponse:
+        return JSONResponse({"error": str(err), "parameter": err.parameter}, status_code=err.status)
+
+    def done(**body: Any) -> JSONResponse:
+        return JSONResponse({"ok": True, **body}, headers={"Cache-Control": "no-store"})
+
+    @api.post("/battles/{battle_id}/flag")
+    async def battle_flag(battle_id: str, request: Request) -> JSONResponse:
+        reason = reason_text((await _body(request)).get("reason")) or "flagged by an administrator"
+        await asyncio.to_thread(flag_battle, store, battle_id, reason)
+        return done(battle=battle_id, flagged=reason)
+
+    @api.delete("/battles/{battle_id}/flag")
+    async def battle_unflag(battle_id: str) -> JSONResponse:
+        await asyncio.to_thread(flag_battle, store, battle_id, None)
+        return done(battle=battle_id, flagged=None)
+
+    @api.post("/voters/{voter_id}/flag")
+    async def voter_flag(voter_id: str, request: Request) -> JSONResponse:
+        reason = reason_text((await _body(request)).get("reason")) or "flagged by an administrator"
+        await asyncio.to_thread(flag_voter, store, voter_id, reason)
+        return done(voter=voter_id, flagged=reason)
+
+    @api.delete("/voters/{voter_id}/flag")
+    async def voter_unflag(voter_id: str) -> JSONResponse:
+        await asyncio.to_thread(flag_voter, store, voter_id, None)
+        return done(voter=voter_id, flagged=None)
+
+    @api.post("/bans")
+    async def ban(request: Request) -> JSONResponse:
+        body = await _body(request)
+        ip_hash = arena.identity.ip_hash(check_ip(body.get("ip")))
+        assert ip_hash is not None
+        added = await asyncio.to_thread(store.ban_ip, ip_hash, reason_text(body.get("reason")))
+        arena.identity.forget_bans()
+        return done(ip_hash=ip_hash, added=added)
+
+    @api.delete("/bans/{ip}")
+    async def unban(ip: str) -> JSONResponse:
+        ip_hash = arena.identity.ip_hash(check_ip(ip))
+        assert ip_hash is not None
+        removed = await asyncio.to_thread(store.unban_ip, ip_hash)
+        arena.identity.forget_bans()
+        return done(ip_hash=ip_hash, removed=removed)
+
+    @api.post("/reload")
+    async def reload() -> JSONResponse:
+        try:
+            config = await asyncio.to_thread(arena.registry.reload)
+        except ConfigError as err:
+            raise ApiParameterError("registry", str(err), status=409) from None
+        log.info("registry reloaded: %d models", len(config.models))
+        return done(models=[m.name for m in config.models])
+
+    @api.post("/ratings", status_code=202)
+    async def ratings() -> JSONResponse:
+        job = arena.jobs.job("ratings")
+        task = asyncio.create_task(arena.jobs.run_once(job, force=True))
+        arena.jobs.keep(task)
+        return JSONResponse(
+            {"ok": True, "status": "started"},
+            status_code=202,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    token = arena.settings.admin_token
+    return AdminAuth(api, token.reveal().encode() if token else None)
