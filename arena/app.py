@@ -271,13 +271,13 @@ class VoterCookie:
         await self.app(scope, receive, send_with_cookie)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuse a request body over the limit before it is read whole (issue 8, §3): by its
-    Content-Length at once, or, for a chunked body, as soon as the bytes read pass the limit."""
+    Content-Length at once, or, for a chunked body, as soon as the bytes read pass the limit.
+
+    In the second case the app has begun reading: it is told the client left (frameworks turn an
+    exception raised from `receive` into a 400 of their own), and the 413 is sent in its place.
+    """
 
     def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
         self.app = app
@@ -293,27 +293,30 @@ class BodyLimit:
             await _too_large(send, limit)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counted_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge
+                    refused = True
+                    if not started:
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracked_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 went out instead
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
-                await _too_large(send, limit)
+        await self.app(scope, counted_receive, guarded_send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
