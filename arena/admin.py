@@ -161,6 +161,9 @@ def admin_app(arena: App) -> ASGIApp:
             config = await asyncio.to_thread(arena.registry.reload)
         except ConfigError as err:
             raise ApiParameterError("registry", str(err), status=409) from None
+        from arena.app import announce_reload
+
+        await asyncio.to_thread(announce_reload, store, arena.registry)  # the other processes
         log.info("registry reloaded: %d models", len(config.models))
         return done(models=[m.name for m in config.models])
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,8 +109,10 @@ def create_app(
         # The tagger loads its language model on first use (about 0.5 s): load it now, in a
         # thread, rather than during the first voter's battle.
         warm = asyncio.create_task(asyncio.to_thread(battles.tagger.tag, "warm up"))
+        watch = asyncio.create_task(watch_reloads(store, registry))
         yield
-        await warm
+        watch.cancel()
+        await asyncio.gather(warm, watch, return_exceptions=True)
         await jobs.stop()
         await http.aclose()
         engine.dispose()
@@ -178,6 +181,38 @@ def make_identity(settings: Settings, registry: Registry, store: Store) -> Ident
         limits=Limits(lambda: registry.current.limits, limit_storage(settings.redis_url)),
         banned=store.banned_ips,
     )
+
+
+RELOAD_KEY = "registry_reload"  # meta row: changed by every reload an administrator asks for
+RELOAD_POLL = 10.0  # seconds: every process follows a reload within this long
+
+
+def announce_reload(store: Store, registry: Registry | None = None) -> str:
+    """Tell every process sharing the database to read the registry again; `registry`, the one
+    already reloaded here, is marked as up to date."""
+    stamp = uuid.uuid4().hex
+    store.set_meta(RELOAD_KEY, stamp)
+    if registry is not None:
+        registry.stamp = stamp
+    return stamp
+
+
+async def watch_reloads(store: Store, registry: Registry, poll: float = RELOAD_POLL) -> None:
+    """Reload when another process (or `arena admin reload`) announced one."""
+    registry.stamp = await asyncio.to_thread(store.meta, RELOAD_KEY)
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            stamp = await asyncio.to_thread(store.meta, RELOAD_KEY)
+            if stamp == registry.stamp:
+                continue
+            registry.stamp = stamp
+            config = await asyncio.to_thread(registry.reload)
+            log.info("registry reloaded: %d models", len(config.models))
+        except ConfigError as err:  # keep serving the registry in force
+            log.error("registry reload refused: %s", err)
+        except Exception as err:  # the database blinked: try at the next poll
+            log.warning("registry reload check failed: %s", err)
 
 
 def ip_salt(settings: Settings, store: Store) -> bytes:

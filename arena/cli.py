@@ -286,13 +286,19 @@ def cmd_admin(args: argparse.Namespace) -> None:
     if args.action in ("reload", "ratings") and args.url:
         _admin_request(args.url, args.action)
         return
-    if args.action == "reload":
-        raise ArenaError("reload acts on a running arena: give --url (and set ARENA_ADMIN_TOKEN)")
-    engine, _config = _engine_and_config()
+    engine, config = _engine_and_config()  # a registry that does not load stops here
     store = Store(engine)
     settings = Settings.from_env()
     try:
-        if args.action == "ratings":
+        if args.action == "reload":
+            from arena.app import RELOAD_POLL, announce_reload
+
+            announce_reload(store)
+            print(
+                f"{config.source}: {len(config.models)} models; every arena process on this "
+                f"database reloads within {RELOAD_POLL:g} s"
+            )
+        elif args.action == "ratings":
             args.force, args.no_lease = True, False
             cmd_ratings(args)
         elif args.action.endswith(("-battle", "-voter")):
@@ -428,8 +434,10 @@ def parser() -> argparse.ArgumentParser:
     ban.add_argument("--reason", default="")
     unban = admsub.add_parser("unban", help="lift a ban")
     unban.add_argument("ip")
-    reload = admsub.add_parser("reload", help="reload the model registry of a running arena")
-    reload.add_argument("--url", help="the arena, e.g. http://127.0.0.1:7860")
+    reload = admsub.add_parser(
+        "reload", help="make every running arena on this database reload its model registry"
+    )
+    reload.add_argument("--url", help="ask one arena over HTTP instead (ARENA_ADMIN_TOKEN)")
     runr = admsub.add_parser("ratings", help="run the ratings now (here, or in the arena at --url)")
     runr.add_argument("--url", help="ask the running arena to run them")
     adm.set_defaults(func=cmd_admin)

@@ -654,6 +654,7 @@ class Registry:
     def __init__(self, config: ArenaConfig, path: Path | None = None) -> None:
         self._current = config
         self.path = path
+        self.stamp: str | None = None  # the last reload announcement this copy follows
 
     @property
     def current(self) -> ArenaConfig:

@@ -118,6 +118,23 @@ class Store:
                     value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == key))
         return bytes.fromhex(str(value))
 
+    def meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == key))
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                db.meta.update().where(db.meta.c.key == key).values(value=value)
+            ).rowcount
+            if not updated:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(db.meta.insert().values(key=key, value=value))
+                except sa.exc.IntegrityError:  # written concurrently: ours goes on top
+                    conn.execute(db.meta.update().where(db.meta.c.key == key).values(value=value))
+
     def touch_voter(self, voter_id: str, ip_hash: str | None) -> None:
         t = now()
         with self.engine.begin() as conn:

@@ -608,6 +608,38 @@ def test_admin_cli(demo_url: str, sqlite_url: str, tmp_path: Path) -> None:
     assert arena("flag-voter", "nobody").stderr.strip() == "arena: error: no voter 'nobody'"
 
 
+async def test_reload_reaches_every_process(demo_url: str, sqlite_url: str, tmp_path: Path) -> None:
+    """`arena admin reload` (or a reload through one process's API) is announced in the
+    database; every process on it follows."""
+    from arena.app import RELOAD_KEY, watch_reloads
+    from arena.config import Registry, load_config
+
+    path = write_config(tmp_path, demo_config_data(demo_url))
+    store = Store(db.make_engine(sqlite_url))
+    other = Registry(load_config(path), path)  # another process's copy
+    watcher = asyncio.create_task(watch_reloads(store, other, poll=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        write_config(tmp_path, demo_config_data(demo_url, {"demo-terse": "terse", "x": "verbose"}))
+        env = {**os.environ, "ARENA_DATABASE_URL": sqlite_url, "ARENA_CONFIG": str(path)}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "arena", "admin", "reload"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0 and "2 models" in done.stdout, done.stderr
+        for _ in range(100):
+            if [m.name for m in other.current.models] == ["demo-terse", "x"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [m.name for m in other.current.models] == ["demo-terse", "x"]
+        assert other.stamp == store.meta(RELOAD_KEY)
+    finally:
+        watcher.cancel()
+
+
 # -- §8 privacy ----------------------------------------------------------------------------------
 
 
