@@ -67,8 +67,10 @@ def test_battle_in_browser(arena_server, slow_demo_url: str, sqlite_url: str, pa
     title.click()
     page.get_by_text("The user asks").first.wait_for(state="visible", timeout=10_000)
 
-    # The browser's voter id is the anonymous cookie, not a per-tab session id.
+    # The browser's voter id is the anonymous cookie's id (before its signature), not a per-tab
+    # session id.
     cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "arena_voter")
+    cookie = cookie.split(".")[0]
     engine = db.make_engine(sqlite_url)
     with engine.connect() as conn:
         voter_id, ip_hash = conn.execute(sa.select(db.voters.c.id, db.voters.c.ip_hash)).one()
