@@ -219,6 +219,13 @@ class LimitsConfig:
     )
 
 
+# `[limits]` with every abuse limit off: for load tests and test suites that play many battles
+# from one address.
+NO_LIMITS: dict[str, int] = {
+    f.name: 0 for f in fields(LimitsConfig) if f.name.startswith(("prompts", "battles", "votes"))
+}
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     """Anonymity, client addresses and what answers may render (docs/security.md)."""

@@ -50,6 +50,7 @@ import httpx
 import sqlalchemy as sa
 
 from arena import db
+from arena.config import NO_LIMITS
 
 API = "/gradio_api"
 VOTES = ("vote_a", "vote_b", "vote_tie", "vote_both_bad")
@@ -185,6 +186,8 @@ def registry(models: Sequence[ModelSpec]) -> dict[str, Any]:
     return {
         "arena": {"title": "Bench Arena", "demo": True, "max_turns": 3},
         "timeouts": {"connect": 5, "first_token": 60, "between_tokens": 30, "total": 300},
+        # Hundreds of voters from one address: the abuse limits would refuse most of them.
+        "limits": NO_LIMITS,
         "models": [
             {
                 "name": m.name,
@@ -245,7 +248,7 @@ def _epoch(t: datetime | None) -> float | None:
 
 
 def stored_battles(
-    database_url: str, prefix: str, specs: dict[str, ModelSpec], delay: float
+    database_url: str, voter_ids: Sequence[str], specs: dict[str, ModelSpec], delay: float
 ) -> dict[str, StoredBattle]:
     """This run's battles by voter id, with the floors of their answers."""
     engine = db.make_engine(database_url)
@@ -255,7 +258,7 @@ def stored_battles(
             rows = conn.execute(
                 sa.select(b.c.id, b.c.voter_id, b.c.status, v.c.outcome)
                 .select_from(b.outerjoin(v, v.c.battle_id == b.c.id))
-                .where(b.c.voter_id.startswith(prefix + "-", autoescape=True))
+                .where(b.c.voter_id.in_(list(voter_ids)))
             ).all()
             ids = [r.id for r in rows]
             answers = conn.execute(
@@ -454,6 +457,7 @@ async def _read_events(
 class Voter:
     index: int
     voter_id: str
+    cookie: str = ""  # signed by the arena (arena.identity); the voter id is its first part
     clicked_at: float = 0.0  # epoch seconds
     t_first_text: dict[str, float] = field(default_factory=dict)  # side -> seconds
     t_last_text: dict[str, float] = field(default_factory=dict)
@@ -478,7 +482,7 @@ async def play(
     """One voter: ask, watch both answers stream, vote once the vote row shows."""
     await asyncio.sleep(delay)
     session = uuid.uuid4().hex
-    headers = {"Cookie": f"arena_voter={voter.voter_id}"}
+    headers = {"Cookie": f"arena_voter={voter.cookie}"}
     texts = {"a": "", "b": ""}
     voter.clicked_at = time.time()
     t0 = time.perf_counter()
@@ -534,6 +538,9 @@ async def run_voters(
     async with httpx.AsyncClient(
         base_url=url, limits=limits, timeout=timeout, cookies=jar
     ) as client:
+        for v in voters:  # a signed cookie each, as a browser gets on its first page load
+            v.cookie = (await client.get("/api/health")).cookies["arena_voter"]
+            v.voter_id = v.cookie.split(".")[0]
         start = time.perf_counter()
         await asyncio.gather(
             *(
@@ -792,7 +799,7 @@ def run(
         k: None if before[k] is None or after[k] is None else (after[k] or 0.0) - (before[k] or 0.0)
         for k in before
     }
-    stored = stored_battles(database_url, prefix, specs, 1.0 / args.tps)
+    stored = stored_battles(database_url, [v.voter_id for v in voters], specs, 1.0 / args.tps)
     return report(label, n, voters, stored, wall, used, slow=slow, on_time=args.on_time)
 
 

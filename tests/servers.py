@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from arena.config import registry_toml
+from arena.config import NO_LIMITS, registry_toml
 
 
 def free_port() -> int:
@@ -61,19 +61,6 @@ DEMO_MODELS = {
     "demo-verbose": "verbose",
     "demo-reasoner": "reasoner",
     "demo-thinker": "thinker",
-}
-
-
-NO_LIMITS = {
-    name: 0
-    for name in (
-        "prompts_per_minute_voter",
-        "prompts_per_minute_ip",
-        "battles_per_hour_voter",
-        "battles_per_hour_ip",
-        "votes_per_day_voter",
-        "votes_per_day_ip",
-    )
 }
 
 
