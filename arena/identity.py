@@ -59,9 +59,9 @@ class Action(StrEnum):
 
 # What a voter is told when a limit is hit: the action in words, and the window's name.
 _ACTION_TEXT = {
-    Action.PROMPT: ("prompts", "a minute"),
-    Action.BATTLE: ("new battles", "an hour"),
-    Action.VOTE: ("votes", "a day"),
+    Action.PROMPT: ("prompt", "a minute"),
+    Action.BATTLE: ("new battle", "an hour"),
+    Action.VOTE: ("vote", "a day"),
 }
 
 
@@ -141,6 +141,7 @@ class Limits:
 
 def _limit_message(action: Action, item: RateLimitItem, kind: str, reset_at: float) -> str:
     what, window = _ACTION_TEXT[action]
+    what = what if item.amount == 1 else what + "s"
     wait = max(1, math.ceil(reset_at - time.time()))
     if wait >= 3600:
         when = f"{math.ceil(wait / 3600)} h"
