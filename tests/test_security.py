@@ -147,7 +147,7 @@ async def test_vote_limit_per_voter(demo_url: str, sqlite_url: str) -> None:
     voter = Voter("v")
     first, second = [(await play(svc, voter, p))[-1].battle_id for p in ("a", "b")]
     await svc.vote(first, voter, "a")
-    with pytest.raises(RateLimited, match="votes a day"):
+    with pytest.raises(RateLimited, match="at most 1 vote a day per person"):
         await svc.vote(second, voter, "a")
     assert counts(svc.store.engine)["votes"] == 1
 
