@@ -186,15 +186,15 @@ Here is an HTML page:
     return Answer(content, reasoning=reasoning)
 
 
-# Long enough to be worth a denial of service, and built from characters that made the old
-# page's markdown step slow down badly (emphasis markers, brackets, an autolink-like start).
+# Long enough to be worth a denial of service, and made of the pair that cost the old page's
+# markdown step most: its emphasis and autolink rules go quadratic on it (docs/benchmarks.md).
 HOSTILE_LONG_CHARS = 200_000
+HOSTILE_LONG_UNIT = "a*"
 
 
 def hostile_long(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
     """One unbroken 200,000-character word: no spaces, so it arrives as one piece."""
-    unit = "a_b*c[d![e<f"
-    return Answer((unit * (HOSTILE_LONG_CHARS // len(unit) + 1))[:HOSTILE_LONG_CHARS])
+    return Answer(HOSTILE_LONG_UNIT * (HOSTILE_LONG_CHARS // len(HOSTILE_LONG_UNIT)))
 
 
 MODELS: dict[str, Callable[[list[dict[str, Any]], random.Random], Answer]] = {
