@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arena.errors import ApiParameterError, BattleNotFound, ConfigError
+from arena.leaderboard import Snapshot
 from arena.store import Store
 
 if TYPE_CHECKING:
@@ -57,6 +58,19 @@ def flag_battle(store: Store, battle_id: str, reason: str | None) -> None:
 def flag_voter(store: Store, voter_id: str, reason: str | None) -> None:
     if not store.flag_voter(voter_id, reason):
         raise ApiParameterError("voter", f"no voter {voter_id[:70]!r}", status=404)
+
+
+def review_document(store: Store, snap: Snapshot | None) -> dict[str, Any]:
+    """What the integrity defences found, for a person to look at: the newest ratings run's
+    review (anomalous voters, upsets) and stage counts, voters who leave most battles unvoted,
+    and counts of bans, flags and moderation events. Never public: it names voter ids."""
+    return {
+        "snapshot": None if snap is None else snap.id,
+        "ratings": None if snap is None else snap.payload.get("review"),
+        "stages": None if snap is None else snap.payload.get("stages"),
+        "selective_voters": store.selective_voters(),
+        **store.integrity_counts(),
+    }
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -154,6 +168,11 @@ def admin_app(arena: App) -> ASGIApp:
         removed = await asyncio.to_thread(store.unban_ip, ip_hash)
         arena.identity.forget_bans()
         return done(ip_hash=ip_hash, removed=removed)
+
+    @api.get("/review")
+    async def review() -> JSONResponse:
+        body = await asyncio.to_thread(review_document, store, arena.snapshots.latest())
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @api.post("/reload")
     async def reload() -> JSONResponse:

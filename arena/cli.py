@@ -290,7 +290,12 @@ def cmd_admin(args: argparse.Namespace) -> None:
     store = Store(engine)
     settings = Settings.from_env()
     try:
-        if args.action == "reload":
+        if args.action == "review":
+            from arena.leaderboard import SnapshotReader
+
+            doc = admin.review_document(store, SnapshotReader(engine).latest())
+            print(json.dumps(doc, indent=1))
+        elif args.action == "reload":
             from arena.app import RELOAD_POLL, announce_reload
 
             announce_reload(store)
@@ -438,6 +443,7 @@ def parser() -> argparse.ArgumentParser:
         "reload", help="make every running arena on this database reload its model registry"
     )
     reload.add_argument("--url", help="ask one arena over HTTP instead (ARENA_ADMIN_TOKEN)")
+    admsub.add_parser("review", help="what the integrity checks found (names voter ids)")
     runr = admsub.add_parser("ratings", help="run the ratings now (here, or in the arena at --url)")
     runr.add_argument("--url", help="ask the running arena to run them")
     adm.set_defaults(func=cmd_admin)

@@ -481,6 +481,48 @@ class Store:
                 )
             )
 
+    def selective_voters(
+        self, min_battles: int = 20, max_voted: float = 0.5, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Voters who started at least `min_battles` battles and voted on at most `max_voted` of
+        them: a voter who votes only when they recognise a model leaves most battles unvoted
+        (issue 8). A signal for review, not proof: many honest voters also walk away."""
+        b = db.battles
+        voted = sa.func.sum(sa.case((b.c.status == str(BattleState.VOTED), 1), else_=0))
+        started = sa.func.count()
+        query = (
+            sa.select(b.c.voter_id, started.label("battles"), voted.label("voted"))
+            .where(b.c.voter_id.is_not(None), b.c.source == "arena")
+            .group_by(b.c.voter_id)
+            .having(started >= min_battles, voted <= max_voted * started)
+            .order_by(started.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"voter": r.voter_id, "battles": int(r.battles), "voted": int(r.voted or 0)}
+            for r in rows
+        ]
+
+    def integrity_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+
+            def count(table: sa.Table, *where: Any) -> int:
+                query = sa.select(sa.func.count()).select_from(table).where(*where)
+                return int(conn.scalar(query) or 0)
+
+            return {
+                "bans": count(db.bans),
+                "flagged_voters": count(db.voters, db.voters.c.flagged.is_not(None)),
+                "moderation_blocked": count(
+                    db.moderation_events, db.moderation_events.c.action == "blocked"
+                ),
+                "moderation_unchecked": count(
+                    db.moderation_events, db.moderation_events.c.action == "unchecked"
+                ),
+            }
+
     def banned_ips(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.scalars(sa.select(db.bans.c.ip_hash)))

@@ -580,6 +580,18 @@ async def test_admin_flags_bans_and_reloads(
         r = await client.post("/api/v1/admin/reload", headers=auth)
         assert r.status_code == 409 and "not valid TOML" in r.json()["error"]
         assert [m.name for m in app.config.models] == ["demo-terse", "demo-chatty"]
+        # The review lists what the defences found; it is for administrators only.
+        for i in range(20):  # a voter who walks away from all but two battles
+            views = await play(app.battles, Voter("picky"), f"question {i}")
+            if i < 2:
+                await app.battles.vote(views[-1].battle_id, Voter("picky"), "a")
+            else:
+                await app.battles.abandon(views[-1].battle_id)
+        r = await client.get("/api/v1/admin/review", headers=auth)
+        review = r.json()
+        assert review["selective_voters"] == [{"voter": "picky", "battles": 20, "voted": 2}]
+        assert review["flagged_voters"] == 1 and review["bans"] == 0
+        assert (await client.get("/api/v1/admin/review")).status_code == 401
     assert TOKEN not in caplog.text
 
 
