@@ -45,7 +45,8 @@ from markdown_it.utils import EnvType, OptionsDict
 
 # Characters of a message rendered as markdown; the rest is shown as plain text.
 MARKDOWN_LIMIT = 20_000
-# A single block (text between blank lines) longer than this is shown as plain text.
+# A single block (text between blank lines) longer than this is shown as plain text, unless
+# it is a fenced code block, which costs little to render.
 BLOCK_LIMIT = 8_000
 # While an answer streams, its unfinished last block is rendered as markdown only up to this
 # length (it is rendered again on every update); longer, it shows as plain text until done.
@@ -276,16 +277,21 @@ def blocks(text: str) -> list[str]:
     pos = 0
     fence: str | None = None
     in_math = False
-    blank_before = False
+    blank_before = fence_ended = False
     for line in _LINES.findall(text):
         stripped = line.strip(" \t\r\n")
-        fresh = blank_before and stripped and line[0] not in " \t" and not _LIST_ITEM.match(line)
+        at_margin = bool(stripped) and line[0] not in " \t" and not _LIST_ITEM.match(line)
+        # A new block after a blank line, before a code fence and after one: there markdown
+        # starts afresh, so each fenced code block is a block of its own.
+        fresh = at_margin and (blank_before or fence_ended or _FENCE.match(line) is not None)
         if fresh and fence is None and not in_math and pos > start:
             out.append(text[start:pos])
             start = pos
+        fence_ended = False
         if fence is not None:
             if stripped.startswith(fence) and not stripped.strip(fence[0]):
                 fence = None
+                fence_ended = True
         elif in_math:
             if "$$" in stripped:
                 in_math = False
@@ -313,6 +319,21 @@ def _one_line(fragment: str) -> str:
         .replace("\n", "&#10;")
         .replace("\t", "&#9;")
     )
+
+
+def is_code(block: str) -> bool:
+    """A fenced code block and nothing after it: cheap to render whatever its length, since
+    markdown-it reads code line by line and no inline rule runs on it."""
+    lines = _LINES.findall(block)
+    opening = _FENCE.match(lines[0]) if lines else None
+    if opening is None or (opening.group(1)[0] == "`" and "`" in opening.group(2)):
+        return False
+    fence = opening.group(1)
+    for i, line in enumerate(lines[1:], 1):
+        stripped = line.strip(" \t\r\n")
+        if stripped.startswith(fence) and not stripped.strip(fence[0]):
+            return all(not rest.strip(" \t\r\n") for rest in lines[i + 1 :])
+    return True  # not closed (yet): code to the end
 
 
 def _plain_block(text: str) -> str:
@@ -364,7 +385,8 @@ def render(text: str, *, remote_images: bool = False, streaming: bool = False) -
     out = []
     for i, block in enumerate(parts):
         growing = streaming and not rest and i == len(parts) - 1
-        if len(block) > BLOCK_LIMIT or (growing and len(block) > STREAM_TAIL_LIMIT):
+        limit = STREAM_TAIL_LIMIT if growing else BLOCK_LIMIT
+        if len(block) > limit and not is_code(block):
             out.append(_plain_block(block))
         elif growing:  # changes with every update: not worth a cache entry
             out.append(_render_block(block, remote_images))

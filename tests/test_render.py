@@ -279,6 +279,8 @@ def test_blocks_cover_the_text_and_split_only_where_markdown_restarts() -> None:
         "$$\na\n\nb\n$$\n\n",
         "end",
     ]
+    # A fence starts a block and its closing line ends one, blank line or not.
+    assert blocks("Code:\n```\nx\n```\nAfter.") == ["Code:\n", "```\nx\n```\n", "After."]
     with_reference = "See [this][1].\n\nMore.\n\n[1]: https://example.com"
     assert blocks(with_reference) == [with_reference]
     assert 'href="https://example.com"' in render(with_reference)
@@ -312,6 +314,17 @@ def test_long_answers_render_markdown_only_up_to_the_limits(
     words = ("word " * 40 + "\n\n") * 2000  # 400,000 characters of short paragraphs
     render(words)
     assert counter.chars <= MARKDOWN_LIMIT
+
+    # Fenced code is cheap to render, so a long code block stays one, streaming or not; but
+    # not when more text hides behind it in the same block.
+    code = "```python\n" + "x = [1](2) ** 3  # ![y](z)\n" * 400 + "```\n"
+    assert len(code) > BLOCK_LIMIT
+    for text in (code, code[:-4]):
+        shown = assert_safe(render(text, streaming=True))
+        assert "pre" in shown.tags() and "arena-plain" not in render(text)
+    counter.chars = 0
+    tail = code + "- " + "![" * BLOCK_LIMIT
+    assert 'class="arena-plain"' in render(tail) and counter.chars == 0
 
     streaming = "x " * (STREAM_TAIL_LIMIT + 10)  # a long unfinished block stays plain text
     assert 'class="arena-plain"' in render(streaming, streaming=True)
