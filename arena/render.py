@@ -37,12 +37,20 @@ from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from markdown_it.renderer import RendererHTML
 from markdown_it.rules_block import StateBlock
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
+from pygments.lexer import Lexer  # type: ignore[import-untyped]
+from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
+from pygments.token import _TokenType  # type: ignore[import-untyped]
+from pygments.util import ClassNotFound  # type: ignore[import-untyped]
 
+# Code blocks with a language are coloured (Pygments, in the page's own Prism classes) up to
+# this length; a streaming one only while it is under STREAM_TAIL_LIMIT.
+HIGHLIGHT_LIMIT = 8_000
 # Characters of a message rendered as markdown; the rest is shown as plain text.
 MARKDOWN_LIMIT = 20_000
 # A single block (text between blank lines) longer than this is shown as plain text, unless
@@ -135,6 +143,7 @@ def _clean(fragment: str) -> str:
             "img": {"loading": "lazy", "referrerpolicy": "no-referrer"},
         },
         url_schemes={"http", "https", "mailto"},
+        allowed_classes={"span": set(TOKEN_CLASSES)},
     )
 
 
@@ -236,8 +245,57 @@ def _render_image_as_link(
     return f'<a href="{html.escape(src)}">🖼 {label}</a>'
 
 
-def _parser(images: bool) -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": True, "breaks": True, "linkify": False})
+# Pygments token types as the class names of Prism, whose colours Gradio's page already has.
+PRISM = {
+    "Keyword": "keyword", "Keyword.Constant": "boolean", "Keyword.Type": "class-name",
+    "Name.Builtin": "builtin", "Name.Function": "function", "Name.Class": "class-name",
+    "Name.Decorator": "function", "Name.Tag": "tag", "Name.Attribute": "attr-name",
+    "Name.Variable": "variable", "Name.Constant": "constant", "Name.Namespace": "namespace",
+    "Name.Entity": "entity", "String": "string", "String.Regex": "regex",
+    "String.Symbol": "symbol", "Number": "number", "Operator": "operator",
+    "Operator.Word": "keyword", "Punctuation": "punctuation", "Comment": "comment",
+    "Comment.Preproc": "keyword", "Generic.Deleted": "deleted", "Generic.Inserted": "inserted",
+    "Generic.Heading": "important", "Generic.Strong": "bold", "Generic.Emph": "italic",
+}  # fmt: skip
+TOKEN_CLASSES = frozenset({"token", *PRISM.values()})
+
+
+@lru_cache(maxsize=256)
+def _lexer(language: str) -> Lexer | None:
+    try:  # exactly the code back: no newline stripped or added, no tab expanded
+        return get_lexer_by_name(language, stripnl=False, stripall=False, ensurenl=False)
+    except (ClassNotFound, ValueError):
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _prism(ttype: _TokenType) -> str | None:
+    while ttype.parent is not None:
+        name = str(ttype).removeprefix("Token.").removeprefix("Literal.")
+        if name in PRISM:
+            return PRISM[name]
+        ttype = ttype.parent
+    return None
+
+
+def _highlight(code: str, language: str, attrs: str) -> str:
+    """Coloured code for markdown-it's fence rule; "" leaves the code to be escaped plain."""
+    lexer = _lexer(language.lower()) if language and len(code) <= HIGHLIGHT_LIMIT else None
+    if lexer is None:
+        return ""
+    out = []
+    for ttype, value in lexer.get_tokens(code):
+        text = escapeHtml(value)
+        kind = _prism(ttype)
+        out.append(f'<span class="token {kind}">{text}</span>' if kind else text)
+    return "".join(out)
+
+
+def _parser(images: bool, highlight: bool) -> MarkdownIt:
+    options: dict[str, Any] = {"html": True, "breaks": True, "linkify": False}
+    if highlight:
+        options["highlight"] = _highlight
+    md = MarkdownIt("commonmark", options)
     md.enable(["table", "strikethrough"])
     md.inline.ruler.before("escape", "arena_math", _math_inline)
     md.block.ruler.before(
@@ -250,7 +308,7 @@ def _parser(images: bool) -> MarkdownIt:
     return md
 
 
-_PARSERS = {True: _parser(True), False: _parser(False)}
+_PARSERS = {(i, h): _parser(i, h) for i in (True, False) for h in (True, False)}
 
 
 def _align_cells(tokens: list[Token]) -> None:
@@ -346,9 +404,9 @@ def _markdown_block(text: str, images: bool) -> str:
     return _render_block(text, images)
 
 
-def _render_block(text: str, images: bool) -> str:
+def _render_block(text: str, images: bool, highlight: bool = True) -> str:
     env: dict[str, Any] = {}
-    md = _PARSERS[images]
+    md = _PARSERS[images, highlight]
     tokens = md.parse(text, env)
     _align_cells(tokens)
     out = _clean(md.renderer.render(tokens, md.options, env))
@@ -389,7 +447,8 @@ def render(text: str, *, remote_images: bool = False, streaming: bool = False) -
         if len(block) > limit and not is_code(block):
             out.append(_plain_block(block))
         elif growing:  # changes with every update: not worth a cache entry
-            out.append(_render_block(block, remote_images))
+            colour = len(block) <= STREAM_TAIL_LIMIT
+            out.append(_render_block(block, remote_images, colour))
         else:
             out.append(_markdown_block(block, remote_images))
     if rest:

@@ -66,7 +66,9 @@ def assert_safe(fragment: str, images: bool = False) -> Elements:
             assert name not in ("style", "id", "name", "srcset", "ping", "action", "formaction")
             if name in ("href", "src"):
                 assert value.startswith(("http://", "https://", "mailto:")), (tag, name, value)
-            if name == "class":
+            if name == "class" and tag == "span":  # colours of code
+                assert set(value.split()) <= rendering.TOKEN_CLASSES, value
+            elif name == "class":
                 assert tag in ("div", "p") and value.startswith(("arena-", "code_wrap")), value
         if tag == "a" and "href" in attrs:
             assert attrs["rel"] == "nofollow noopener noreferrer" and attrs["target"] == "_blank"
@@ -96,6 +98,7 @@ PAYLOADS = {
     f'href="{EVIL}/s.css"><base href="{EVIL}/">',
     "ping": f'<a href="{EVIL}/a" ping="{EVIL}/ping">a</a>',
     "dom clobbering": '<p id="vote-a" name="vote-a" class="copy_code_button">x</p>',
+    "classes": '<span class="token keyword hide-me gradio-container">x</span>',
     "relative link": '<a href="/gradio_api/x">a</a> [b](/x) [c](//evil.example/x)',
 }
 
@@ -151,6 +154,21 @@ def test_code_blocks_show_html_source_as_written() -> None:
     assert "<b>inline</b>" in shown
     assert "&amp;lt;" not in out  # not escaped twice
     assert 'class="copy_code_button"' in out  # Gradio's copy button for code blocks
+
+
+def test_code_is_coloured_and_kept_exactly() -> None:
+    code = 'def f(x):\n\treturn "$5" if x else [1, 2]  # <b>not bold</b>\n\n\nend = True\n'
+    out = render(f"```python\n{code}```")
+    parsed = assert_safe(out)
+    classes = {a.get("class") for t, a in parsed.found if t == "span"}
+    assert {"token keyword", "token string", "token comment", "token number"} <= classes
+    assert code in "".join(parsed.text)  # every character, tabs and blank lines included
+    plain_code = assert_safe(render(f"```no-such-language\n{code}```"))
+    assert "span" not in plain_code.tags() and code in "".join(plain_code.text)
+    long = "x = 1\n" * (rendering.HIGHLIGHT_LIMIT // 6 + 1)
+    assert "token" not in render(f"```python\n{long}```")  # too long to colour: plain code
+    # An answer's own spans keep only these classes (harmless colours), nothing else.
+    assert '<span class="token keyword">x</span>' in render('<span class="token keyword hide">x')
 
 
 def test_normal_markdown_still_renders() -> None:
