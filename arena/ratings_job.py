@@ -26,6 +26,8 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 from scipy.sparse import csgraph, csr_matrix
+from scipy.special import expit
+from scipy.stats import chi2
 from sqlalchemy.engine import Engine
 
 import ratings
@@ -64,10 +66,63 @@ class Votes:
     tokens: NDArray[np.float64]  # (votes, 2): per side, NaN if unknown
     style: NDArray[np.float64]  # (votes, 2, 4): length, headers, lists, bold per side; NaN
     models: list[str]
+    voter: NDArray[np.int64]  # index into `voters`, -1 for none (imported votes)
+    voters: list[str]
+    ip: NDArray[np.int64]  # a number per distinct ip_hash (the hash itself is never kept), -1
+    day: NDArray[np.int64]  # day of the vote (UTC), counted from 1970-01-01
+    flagged: NDArray[np.bool_]  # an administrator flagged the battle (flag `flagged`)
+    voter_flagged: NDArray[np.bool_]  # an administrator flagged the voter (`voters.flagged`)
     cutoff_at: datetime | None = None
 
     def __len__(self) -> int:
         return int(self.vote_id.size)
+
+    @classmethod
+    def of(
+        cls,
+        model_a: NDArray[np.int64],
+        model_b: NDArray[np.int64],
+        outcome: NDArray[np.int64],
+        models: list[str],
+        *,
+        voter: NDArray[np.int64] | None = None,
+        ip: NDArray[np.int64] | None = None,
+        day: NDArray[np.int64] | None = None,
+        flagged: NDArray[np.bool_] | None = None,
+        voter_flagged: NDArray[np.bool_] | None = None,
+        imported: NDArray[np.bool_] | None = None,
+    ) -> Votes:
+        """Votes made in memory (simulations, tests), in the given order: anonymous, finished,
+        with no prompt, language, tags, tokens or style. Voter k is named `voter-k`; a voter or
+        IP of -1 is none; missing columns are none, day 0, not flagged, not imported."""
+        n = int(np.asarray(model_a).size)
+        no = np.zeros(n, dtype=bool)
+        voter = np.full(n, -1, dtype=np.int64) if voter is None else np.asarray(voter, np.int64)
+        return cls(
+            vote_id=np.arange(1, n + 1, dtype=np.int64),
+            model_a=np.asarray(model_a, dtype=np.int64),
+            model_b=np.asarray(model_b, dtype=np.int64),
+            outcome=np.asarray(outcome, dtype=np.int64),
+            voted=~no,
+            anony=~no,
+            imported=no if imported is None else np.asarray(imported, dtype=bool),
+            leak=no,
+            demo=no,
+            prompt=np.full(n, -1, dtype=np.int64),
+            language=np.full(n, -1, dtype=np.int64),
+            languages=[],
+            tags={tag: no for tag in FIXED},
+            turns=np.ones(n, dtype=np.int64),
+            tokens=np.full((n, 2), np.nan),
+            style=np.full((n, 2, 4), np.nan),
+            models=list(models),
+            voter=voter,
+            voters=[f"voter-{k}" for k in range(int(voter.max(initial=-1)) + 1)],
+            ip=np.full(n, -1, dtype=np.int64) if ip is None else np.asarray(ip, np.int64),
+            day=np.zeros(n, dtype=np.int64) if day is None else np.asarray(day, np.int64),
+            flagged=no if flagged is None else np.asarray(flagged, dtype=bool),
+            voter_flagged=no if voter_flagged is None else np.asarray(voter_flagged, dtype=bool),
+        )
 
     @functools.cached_property
     def answers_by_model(self) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
@@ -83,10 +138,33 @@ class Votes:
         return model[order], tokens[order], vote[order]
 
 
+@dataclass
+class Review:
+    """What the vote-integrity stages found in one run, for an administrator: every snapshot of
+    the run carries it as `review` (never shown by the public API; no IP, hashed or not)."""
+
+    anomalous_voters: list[str] = field(default_factory=list)  # flagged by the anomaly test
+    voters_tested: int = 0  # voters with enough votes for the anomaly test
+    upsets: int = 0  # upset votes among the kept votes that have a voter
+    upset_voters: list[dict[str, Any]] = field(default_factory=list)  # most upsets first
+    # Each vote's weight in the fits (upsets weigh `upset_weight`); None: every vote weighs 1.
+    weights: NDArray[np.float64] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "anomalous_voters": self.anomalous_voters,
+            "voters_tested": self.voters_tested,
+            "upsets": self.upsets,
+            "upset_voters": self.upset_voters,
+        }
+
+
 @dataclass(frozen=True)
 class Context:
     config: ArenaConfig
     rated_models: frozenset[str] = frozenset()  # models known only from imported votes
+    # Filled by the stages as they run (see `Review`).
+    review: Review = field(default_factory=Review, compare=False)
 
     def public(self, name: str) -> bool:
         """May this model's rating be published? Unreleased models may not, and neither may
@@ -149,6 +227,18 @@ def _hidden_model(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArra
     return hidden[votes.model_a] | hidden[votes.model_b]
 
 
+# An administrator's flags come before the quotas below (prompt repeats, daily caps), so a
+# flagged vote never takes a place that an unflagged one would have had.
+@stage("flagged_battle")
+def _flagged_battle(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return votes.flagged
+
+
+@stage("flagged_voter")
+def _flagged_voter(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return votes.voter_flagged
+
+
 @stage("prompt_dedup")
 def _prompt_dedup(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
     return dedup_prompts(
@@ -193,6 +283,230 @@ def dedup_prompts(
     return remove
 
 
+def rank_in_group(group: NDArray[np.int64]) -> NDArray[np.int64]:
+    """For each element, how many elements of the same group come before it (0 for the first)."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.searchsorted(sorted_group, sorted_group, side="left")
+    rank = np.empty(group.size, dtype=np.int64)
+    rank[order] = np.arange(group.size) - starts
+    return rank
+
+
+def daily_cap(
+    who: NDArray[np.int64], day: NDArray[np.int64], kept: NDArray[np.bool_], cap: int
+) -> NDArray[np.bool_]:
+    """Votes to remove so that each `who` (voter or IP; -1 is nobody) counts at most `cap`
+    votes a day, its earliest ones (votes are in vote order). `cap` 0: no cap."""
+    remove = np.zeros(who.size, dtype=bool)
+    idx = np.flatnonzero(kept & (who >= 0))
+    if cap <= 0 or idx.size == 0:
+        return remove
+    # One group per (who, day): day numbers are small and who < 2**40, so the key fits.
+    key = who[idx] * (1 << 22) + (day[idx] - day[idx].min())
+    remove[idx[rank_in_group(key) >= cap]] = True
+    return remove
+
+
+# The cheap caps first, then the statistical stages: the anomaly test judges each voter on the
+# votes that would count, and the upset filter, last, fits its ratings on the votes that passed
+# everything else (a rigger's votes would bend them).
+@stage("voter_daily_cap")
+def _voter_daily_cap(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return daily_cap(votes.voter, votes.day, kept, ctx.config.ratings.counted_per_day_voter)
+
+
+@stage("ip_daily_cap")
+def _ip_daily_cap(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    return daily_cap(votes.ip, votes.day, kept, ctx.config.ratings.counted_per_day_ip)
+
+
+# Score of each outcome (a, b, tie, both bad) for the anomaly test's two one-sided families: the
+# left side's result, ties counting half, and the right side's.
+_LEFT_SCORE = np.array([1.0, 0.0, 0.5, 0.5])
+_RIGHT_SCORE = 1.0 - _LEFT_SCORE
+ANOMALY_FAMILIES = 3  # left-leaning, right-leaning, rare outcomes
+# Entropy mixed into the ratings seed for the anomaly test's draws ("anom"), so they are not the
+# bootstrap's draws.
+_ANOMALY_STREAM = 0x616E6F6D
+
+
+def anomaly_pvalues(
+    pair: NDArray[np.int64],
+    outcome: NDArray[np.int64],
+    voter: NDArray[np.int64],
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Per-vote p-values of the anomaly test (Chiang et al. 2024, section 5.1, eq. 10).
+
+    `pair` numbers the pair as shown (left model, right model); `voter` is -1 for votes without a
+    voter, which make history but are never tested. For each vote of a voter, the history is the
+    outcomes of the same shown pair in every vote of *other* voters (and voterless votes). Each
+    p-value is the smoothed conformal p-value of the vote's outcome among the history's:
+    (#history scoring higher + U * (#history scoring the same + 1)) / (#history + 1), U uniform on
+    (0, 1], which is uniform on (0, 1) when the vote and its history are exchangeable. Three
+    scores give three columns: the left side's result (ties half), the right side's, and the
+    rarity of the outcome in the history with the vote itself added. Votes on a pair nobody else
+    voted on carry no information and are left out.
+
+    Returns the indices of the tested votes (ascending) and their p-values, shape (tested, 3).
+    """
+    _, pair = np.unique(pair, return_inverse=True)
+    n_pairs = int(pair.max(initial=-1)) + 1
+    total = np.bincount(pair * 4 + outcome, minlength=n_pairs * 4).reshape(n_pairs, 4)
+    idx = np.flatnonzero(voter >= 0)
+    _, cell = np.unique(voter[idx] * n_pairs + pair[idx], return_inverse=True)
+    own = np.bincount(cell * 4 + outcome[idx], minlength=(int(cell.max(initial=-1)) + 1) * 4)
+    history = (total[pair[idx]] - own.reshape(-1, 4)[cell]).astype(np.float64)
+    size = history.sum(axis=1)
+    informative = size > 0
+    idx, history, size = idx[informative], history[informative], size[informative]
+    o = outcome[idx]
+    rows = np.arange(idx.size)
+    u = 1.0 - rng.random(idx.size)  # in (0, 1]: a p-value of exactly 0 is impossible
+    p = np.empty((idx.size, ANOMALY_FAMILIES))
+    rarity = -(history + np.eye(4)[o])  # higher is rarer; the vote itself counts
+    left = np.broadcast_to(_LEFT_SCORE, history.shape)
+    right = np.broadcast_to(_RIGHT_SCORE, history.shape)
+    for k, score in enumerate((left, right, rarity)):
+        mine = score[rows, o][:, None]
+        higher = (history * (score > mine)).sum(axis=1)
+        same = (history * (score == mine)).sum(axis=1)
+        p[:, k] = (higher + u * (same + 1.0)) / (size + 1.0)
+    return idx, p
+
+
+def anomalous(
+    pair: NDArray[np.int64],
+    outcome: NDArray[np.int64],
+    voter: NDArray[np.int64],
+    n_voters: int,
+    *,
+    alpha: float,
+    checkpoints: int,
+    min_votes: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The anomaly test: which voters are flagged, and which were tested (per voter number).
+
+    A voter's tested votes, in vote order, give p-values p_1..p_n (`anomaly_pvalues`, one column
+    per family). Fisher's statistic after the j-th vote is M_j = -2 sum_{i<=j} log p_i, which is
+    chi-square with 2j degrees of freedom under the null. It is checked at `checkpoints` positions
+    j drawn at random without replacement from 1..n (all of them when n is smaller), and the
+    voter is flagged when any family's chi-square tail probability at any checkpoint is below
+    alpha / (checkpoints * families): Bonferroni, so an honest voter is flagged with probability
+    at most alpha. Voters with fewer than `min_votes` tested votes are not tested.
+    """
+    flagged = np.zeros(n_voters, dtype=bool)
+    tested = np.zeros(n_voters, dtype=bool)
+    if alpha <= 0:
+        return flagged, tested
+    idx, p = anomaly_pvalues(pair, outcome, voter, rng)
+    if idx.size == 0:
+        return flagged, tested
+    order = np.argsort(voter[idx], kind="stable")  # by voter, each in vote order
+    who = voter[idx][order]
+    logs = -2.0 * np.log(p[order])
+    starts = np.searchsorted(who, who, side="left")
+    j = np.arange(who.size) - starts + 1
+    counts = np.bincount(who, minlength=n_voters)
+    tested = counts >= min_votes
+    # `checkpoints` distinct positions per voter, uniformly: those whose random keys are the
+    # voter's smallest.
+    by_key = np.lexsort((rng.random(who.size), who))
+    draw_rank = np.empty(who.size, dtype=np.int64)
+    draw_rank[by_key] = np.arange(who.size) - starts[by_key]
+    check = (draw_rank < checkpoints) & tested[who]
+    total = np.cumsum(logs, axis=0)
+    fisher = total - (total[starts] - logs[starts])  # running sums within each voter
+    level = alpha / (checkpoints * ANOMALY_FAMILIES)
+    tail = chi2.sf(fisher[check], 2 * j[check][:, None])
+    flagged[who[check][(tail < level).any(axis=1)]] = True
+    return flagged, tested
+
+
+@stage("anomalous_voter")
+def _anomalous_voter(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    r = ctx.config.ratings
+    if not np.any(kept & (votes.voter >= 0)):  # nobody to test (imported votes only)
+        return np.zeros(len(votes), dtype=bool)
+    sel = np.flatnonzero(kept)
+    rng = np.random.default_rng([ctx.config.rating_options.seed, _ANOMALY_STREAM])
+    flagged, tested = anomalous(
+        votes.model_a[sel] * len(votes.models) + votes.model_b[sel],
+        votes.outcome[sel],
+        votes.voter[sel],
+        len(votes.voters),
+        alpha=r.anomaly_alpha,
+        checkpoints=r.anomaly_checkpoints,
+        min_votes=r.anomaly_min_votes,
+        rng=rng,
+    )
+    ctx.review.anomalous_voters = sorted(votes.voters[k] for k in np.flatnonzero(flagged))
+    ctx.review.voters_tested = int(tested.sum())
+    remove = np.zeros(len(votes), dtype=bool)
+    has_voter = votes.voter >= 0
+    remove[has_voter] = flagged[votes.voter[has_voter]]
+    return remove
+
+
+def upsets(
+    model_a: NDArray[np.int64],
+    model_b: NDArray[np.int64],
+    outcome: NDArray[np.int64],
+    n_models: int,
+    probability: float,
+    prior: float = 1.0,
+) -> NDArray[np.bool_]:
+    """Votes for a side that ratings fitted on these same votes (plain Bradley–Terry, ties as
+    half, no position or style term) give a win probability below `probability`."""
+    if model_a.size == 0 or probability <= 0:
+        return np.zeros(model_a.size, dtype=bool)
+    pc = ratings.group_battles(model_a, model_b, outcome, n_models)
+    theta = ratings.bt_pairwise(pc, prior=prior).theta
+    p_a = expit(theta[model_a] - theta[model_b])
+    return ((outcome == 0) & (p_a < probability)) | ((outcome == 1) & (1.0 - p_a < probability))
+
+
+UPSET_VOTERS_LISTED = 20  # the voters with the most upsets, in `review.upset_voters`
+
+
+@stage("upset")
+def _upset(votes: Votes, kept: NDArray[np.bool_], ctx: Context) -> NDArray[np.bool_]:
+    """Upsets among the kept votes that have a voter (imported votes are outside the threat and
+    never weighed down). Weight 1: counted and listed only; below 1: that weight in the fits;
+    0: removed."""
+    r = ctx.config.ratings
+    upset = np.zeros(len(votes), dtype=bool)
+    if not np.any(kept & (votes.voter >= 0)):  # no vote it could weigh (imported votes only)
+        return upset
+    sel = np.flatnonzero(kept)
+    upset[sel] = upsets(
+        votes.model_a[sel],
+        votes.model_b[sel],
+        votes.outcome[sel],
+        len(votes.models),
+        r.upset_probability,
+        ctx.config.rating_options.prior or 1.0,
+    )
+    upset &= votes.voter >= 0
+    ctx.review.upsets = int(upset.sum())
+    per_voter = np.bincount(votes.voter[upset], minlength=len(votes.voters))
+    cast = np.bincount(votes.voter[kept & (votes.voter >= 0)], minlength=len(votes.voters))
+    top = np.argsort(-per_voter, kind="stable")[:UPSET_VOTERS_LISTED]
+    ctx.review.upset_voters = [
+        {"voter": votes.voters[k], "upsets": int(per_voter[k]), "votes": int(cast[k])}
+        for k in top
+        if per_voter[k] > 0
+    ]
+    weight = min(r.upset_weight, 1.0)
+    if weight <= 0:
+        return upset
+    if weight < 1 and upset.any():
+        ctx.review.weights = np.where(upset, weight, 1.0)
+    return np.zeros(len(votes), dtype=bool)
+
+
 def apply_stages(votes: Votes, ctx: Context) -> tuple[NDArray[np.bool_], list[dict[str, Any]]]:
     """Run the pipeline; returns the votes that count and what each stage removed."""
     kept = np.ones(len(votes), dtype=bool)
@@ -231,7 +545,7 @@ SELECT v.id,
        CASE WHEN b.status = 'voted' THEN 1 ELSE 0 END,
        CASE WHEN b.anony THEN 1 ELSE 0 END,
        CASE WHEN b.source = 'import' THEN 1 ELSE 0 END,
-       {_flag("identity_leak")}, {_flag("demo")},
+       {_flag("identity_leak")}, {_flag("demo")}, {_flag("flagged")},
        {", ".join(_tag(tag) for tag in FIXED)},
        b.language, b.prompt_hash, b.turns,
        b.tokens_a, b.tokens_b, b.length_a, b.length_b, b.headers_a, b.headers_b,
@@ -240,7 +554,21 @@ FROM votes v JOIN battles b ON b.id = v.battle_id
 WHERE v.id <= :cutoff
 ORDER BY v.id
 """
-_FLAGS = 5 + len(FIXED)  # the 0/1 columns after the model names: voted .. demo, then tags
+_FLAGS = 6 + len(FIXED)  # the 0/1 columns after the model names: voted .. flagged, then tags
+# Who cast each vote, read apart: imported votes (often nearly all of them) have neither a voter
+# nor an address, and so cost this query nothing (with these columns in the query above, a run
+# over 1.67M imported votes took 3 s longer).
+_VOTERS = """
+SELECT v.id, v.voter_id, v.ip_hash, {day}, CASE WHEN vo.flagged IS NOT NULL THEN 1 ELSE 0 END
+FROM votes v LEFT JOIN voters vo ON vo.id = v.voter_id
+WHERE v.id <= :cutoff AND (v.voter_id IS NOT NULL OR v.ip_hash IS NOT NULL)
+ORDER BY v.id
+"""
+# The vote's day (UTC) as a number, in each database's words. SQLite keeps UTC times as text.
+_DAY = {
+    "sqlite": "CAST(strftime('%s', v.created_at) AS INTEGER) / 86400",
+    "postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM v.created_at) / 86400) AS BIGINT)",
+}
 _CHUNK = 50_000
 
 
@@ -255,20 +583,26 @@ def latest_vote(engine: Engine) -> int | None:
     return None if value is None else int(value)
 
 
+def _run(conn: sa.Connection, sql: str, cutoff: int) -> sa.CursorResult[Any]:
+    sql = sql.replace(":cutoff", str(int(cutoff)))
+    if conn.dialect.paramstyle != "qmark":  # psycopg reads a bare % as a placeholder
+        sql = sql.replace("%", "%%")
+    return conn.exec_driver_sql(sql)
+
+
 def load_votes(engine: Engine, cutoff: int) -> Votes:
-    """Read every vote with id <= cutoff, with what the stages and fits need of its battle,
-    chunk by chunk into numpy columns."""
+    """Read every vote with id <= cutoff, with what the stages and fits need of its battle and
+    voter, chunk by chunk into numpy columns."""
     models: dict[str, int] = {}
     prompts: dict[str, int] = {}
     languages: dict[str, int] = {}
-    parts: dict[str, list[NDArray[Any]]] = {
-        k: [] for k in ("id", "o", "a", "b", "flags", "lang", "prompt", "turns", "numbers")
-    }
+    voters: dict[str, int] = {}
+    ips: dict[str, int] = {}
+    keys = ("id", "o", "a", "b", "flags", "lang", "prompt", "turns", "numbers")
+    parts: dict[str, list[NDArray[Any]]] = {k: [] for k in keys}
+    who: dict[str, list[NDArray[Any]]] = {k: [] for k in ("id", "voter", "ip", "day", "flagged")}
     with engine.connect() as conn:
-        sql = _SELECT.replace(":cutoff", str(int(cutoff)))
-        if conn.dialect.paramstyle != "qmark":  # psycopg reads a bare % as a placeholder
-            sql = sql.replace("%", "%%")
-        result = conn.exec_driver_sql(sql)
+        result = _run(conn, _SELECT, cutoff)
         while rows := result.fetchmany(_CHUNK):
             cols = list(zip(*rows, strict=True))
             parts["id"].append(np.array(cols[0], dtype=np.int64))
@@ -282,16 +616,38 @@ def load_votes(engine: Engine, cutoff: int) -> Votes:
             parts["turns"].append(np.array(cols[at + 2], dtype=np.float64))
             # None becomes NaN: unknown counts.
             parts["numbers"].append(np.array(cols[at + 3 :], dtype=np.float64).T)
+        day = _DAY.get(conn.dialect.name, _DAY["postgresql"])
+        result = _run(conn, _VOTERS.replace("{day}", day), cutoff)
+        while rows := result.fetchmany(_CHUNK):
+            cols = list(zip(*rows, strict=True))
+            who["id"].append(np.array(cols[0], dtype=np.int64))
+            who["voter"].append(np.array(_codes(cols[1], voters), dtype=np.int64))
+            who["ip"].append(np.array(_codes(cols[2], ips), dtype=np.int64))
+            who["day"].append(np.array(cols[3], dtype=np.int64))
+            who["flagged"].append(np.array(cols[4], dtype=bool))
         cutoff_at = conn.scalar(sa.select(db.votes.c.created_at).where(db.votes.c.id == cutoff))
 
-    def joined(key: str, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
-        return np.concatenate(parts[key]) if parts[key] else np.zeros(shape, dtype=dtype)
+    def joined(key: str, shape: tuple[int, ...], dtype: Any, of: Any = parts) -> NDArray[Any]:
+        return np.concatenate(of[key]) if of[key] else np.zeros(shape, dtype=dtype)
 
     flags = joined("flags", (0, _FLAGS), bool)
     numbers = joined("numbers", (0, 10), np.float64)
     turns = joined("turns", (0,), np.float64)
+    vote_id = joined("id", (0,), np.int64)
+    # Each voter row's place among the votes. A vote committed after the first query read past
+    # its id (PostgreSQL) is not among them: it waits for the next run.
+    who_id = joined("id", (0,), np.int64, who)
+    place = np.searchsorted(vote_id, who_id)
+    found = place < vote_id.size
+    found[found] &= vote_id[place[found]] == who_id[found]
+
+    def per_vote(key: str, fill: Any, dtype: Any) -> NDArray[Any]:
+        column = np.full(vote_id.size, fill, dtype=dtype)
+        column[place[found]] = joined(key, (0,), dtype, who)[found]
+        return column
+
     return Votes(
-        vote_id=joined("id", (0,), np.int64),
+        vote_id=vote_id,
         model_a=joined("a", (0,), np.int64),
         model_b=joined("b", (0,), np.int64),
         outcome=joined("o", (0,), np.int64),
@@ -300,7 +656,8 @@ def load_votes(engine: Engine, cutoff: int) -> Votes:
         imported=flags[:, 2].copy(),
         leak=flags[:, 3].copy(),
         demo=flags[:, 4].copy(),
-        tags={tag: flags[:, 5 + k].copy() for k, tag in enumerate(FIXED)},
+        flagged=flags[:, 5].copy(),
+        tags={tag: flags[:, 6 + k].copy() for k, tag in enumerate(FIXED)},
         prompt=joined("prompt", (0,), np.int64),
         language=joined("lang", (0,), np.int64),
         languages=list(languages),
@@ -308,6 +665,11 @@ def load_votes(engine: Engine, cutoff: int) -> Votes:
         tokens=numbers[:, 0:2].copy(),
         style=numbers[:, 2:10].reshape(-1, 4, 2).transpose(0, 2, 1).copy(),
         models=list(models),
+        voter=per_vote("voter", -1, np.int64),
+        voters=list(voters),
+        ip=per_vote("ip", -1, np.int64),
+        day=per_vote("day", 0, np.int64),
+        voter_flagged=per_vote("flagged", False, bool),
         cutoff_at=_as_datetime(cutoff_at),
     )
 
@@ -375,14 +737,19 @@ def fit_board(
     style_control: bool,
     options: RatingOptions,
     min_votes: int,
+    weights: NDArray[np.float64] | None = None,
 ) -> dict[str, Any]:
-    """One board: ratings, intervals, ranks and matrices over the votes in `mask`."""
+    """One board: ratings, intervals, ranks and matrices over the votes in `mask`. `weights`
+    (per vote, optional) weigh the votes in the fit; counts and win rates stay unweighted."""
     sel = np.flatnonzero(mask)
     style_a = style_b = None
     if style_control:
         known = np.all(np.isfinite(votes.style[sel]), axis=(1, 2))
         sel = sel[known]
         style_a, style_b = votes.style[sel, 0], votes.style[sel, 1]
+    w = None if weights is None else weights[sel]
+    if w is not None and np.all(w == 1.0):
+        w = None  # the unweighted grouping is the faster one
     present = np.unique(np.concatenate([votes.model_a[sel], votes.model_b[sel]]))
     local = np.full(len(votes.models), -1, dtype=np.int64)
     local[present] = np.arange(present.size)
@@ -404,7 +771,7 @@ def fit_board(
         # zero coefficient.
         warnings.simplefilter("ignore")
         board = ratings.rate_arena(
-            a, b, o, n, options=options, style_a=style_a, style_b=style_b, rng=rng
+            a, b, o, n, options=options, style_a=style_a, style_b=style_b, weights=w, rng=rng
         )
     groups = int(
         csgraph.connected_components(
@@ -482,6 +849,7 @@ class RunResult:
     votes_total: int = 0
     seconds: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)
+    review: dict[str, Any] = field(default_factory=dict)  # the snapshots' `review`
 
 
 def _last_run(engine: Engine) -> tuple[int | None, dict[str, Any] | None]:
@@ -510,6 +878,15 @@ def params_of(config: ArenaConfig) -> dict[str, Any]:
         "dedup_max_per_prompt": r.dedup_max_per_prompt,
         "include_imported": r.include_imported,
         "language_min_votes": r.language_min_votes,
+        # The integrity settings, grouped; anomaly_alpha is `anomaly.level`, since a hidden
+        # model's name must appear nowhere in a payload, keys included, and "alpha" is a name.
+        "anomaly": {
+            "level": r.anomaly_alpha,
+            "checkpoints": r.anomaly_checkpoints,
+            "min_votes": r.anomaly_min_votes,
+        },
+        "upset": {"probability": r.upset_probability, "weight": r.upset_weight},
+        "counted_per_day": {"voter": r.counted_per_day_voter, "ip": r.counted_per_day_ip},
         "min_votes": config.leaderboard.min_votes,
         "demo": config.demo,
     }
@@ -549,7 +926,12 @@ def compute(
             if fail_after is not None and len(boards) >= fail_after:
                 raise SnapshotError(f"stopped after {fail_after} boards (test)")
             fit = fit_board(
-                votes, mask, style_control, config.rating_options, config.leaderboard.min_votes
+                votes,
+                mask,
+                style_control,
+                config.rating_options,
+                config.leaderboard.min_votes,
+                ctx.review.weights,
             )
             boards.append((category, style_control, fit))
     seconds = time.perf_counter() - started
@@ -559,6 +941,7 @@ def compute(
         "vote_id": cutoff,
         "at": votes.cutoff_at.isoformat() if votes.cutoff_at else None,
     }
+    review = ctx.review.payload()
     with engine.begin() as conn:
         for category, style_control, fit in boards:
             payload = {
@@ -569,6 +952,7 @@ def compute(
                 "cutoff": cutoff_info,
                 "params": params,
                 "stages": stages,
+                "review": review,
                 "votes_total": len(votes),
                 "votes_counted": int(kept.sum()),
                 "duration_ms": round(seconds * 1000, 1),
@@ -594,4 +978,5 @@ def compute(
         votes_total=len(votes),
         seconds=time.perf_counter() - started,
         stages=stages,
+        review=review,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -129,3 +131,112 @@ def simulate_style_battles(
     x = (sa - sb) / (sa + sb + 1.0)
     probs = outcome_probabilities(th[a] - th[b] + x @ bt + position, tie_rate, ties)
     return a, b, _draw_outcomes(probs, 0.5, rng), sa, sb
+
+
+# Kinds of simulated voter (`simulate_voters`).
+HONEST, RANDOM, ALWAYS_A, OMNIPRESENT, TARGET_ONLY = (
+    "honest",
+    "random",
+    "always_a",
+    "omnipresent",
+    "target_only",
+)
+VOTER_KINDS: tuple[str, ...] = (HONEST, RANDOM, ALWAYS_A, OMNIPRESENT, TARGET_ONLY)
+
+
+@dataclass(frozen=True)
+class VoterBattles:
+    """Simulated votes with the voter who cast each, in vote (time) order.
+
+    `voter` numbers the voters 0..len(kinds)-1; `kinds[v]` is voter v's kind; `ip` numbers the
+    client addresses; `day` is the vote's day (0..days-1).
+    """
+
+    model_a: NDArray[np.int64]
+    model_b: NDArray[np.int64]
+    outcome: NDArray[np.int64]
+    voter: NDArray[np.int64]
+    ip: NDArray[np.int64]
+    day: NDArray[np.int64]
+    kinds: tuple[str, ...]
+
+
+def simulate_voters(
+    theta: ArrayLike,
+    rng: np.random.Generator,
+    *,
+    honest: int,
+    mean_votes: float,
+    days: int,
+    bad: Mapping[str, int],
+    bad_votes: int | Mapping[str, int],
+    target: int = 0,
+    rigger_ips: int = 1,
+    bad_days: int | None = None,
+    tie_rate: float = 0.2,
+    position: float = 0.0,
+) -> VoterBattles:
+    """Honest voters plus planted bad ones, each voting on uniformly random pairs.
+
+    - honest: `honest` voters with a geometric number of votes each (at least 1, mean
+      `mean_votes`), outcomes from Bradley–Terry with strengths `theta`, ties as in
+      `simulate_battles` ("score"), half of them both-bad, and a left-side bias `position`;
+    - random (`bad["random"]` voters): each of the four buttons with probability 1/4;
+    - always_a: always "A is better";
+    - omnipresent: in every battle with the `target` model, a vote for the target; otherwise a
+      random button (it cannot tell the other models apart);
+    - target_only: a vote for the target in its battles, honest otherwise.
+
+    Every bad voter casts `bad_votes` votes (`bad_votes[kind]` if a mapping). Votes fall at
+    uniformly random times over `days` days, a bad voter's over the first `bad_days` of them (all
+    by default); honest, random and always-A voters each have an address of their own, while the
+    omnipresent and target-only riggers share `rigger_ips` addresses (rigger k uses address
+    k mod rigger_ips of that pool).
+    """
+    th = np.asarray(theta, dtype=np.float64)
+    unknown = set(bad) - set(VOTER_KINDS[1:])
+    if unknown:
+        raise ValueError(f"unknown voter kinds: {sorted(unknown)}")
+    counts = [rng.geometric(1.0 / mean_votes, size=honest)]
+    kinds = [HONEST] * honest
+    for kind in VOTER_KINDS[1:]:
+        n = int(bad.get(kind, 0))
+        cast = bad_votes if isinstance(bad_votes, int) else int(bad_votes.get(kind, 0))
+        counts.append(np.full(n, cast))
+        kinds += [kind] * n
+    per_voter = np.concatenate(counts).astype(np.int64)
+    voter = np.repeat(np.arange(per_voter.size), per_voter)
+    kind_of = np.asarray(kinds)[voter]
+    a, b = random_pairs(th.size, voter.size, rng)
+    probs = outcome_probabilities(th[a] - th[b] + position, tie_rate)
+    outcome = _draw_outcomes(probs, 0.5, rng)
+    buttons = rng.integers(0, 4, size=voter.size)
+    with_target = (a == target) | (b == target)
+    for_target = np.where(a == target, A_WINS, B_WINS)
+    outcome = np.select(
+        [
+            kind_of == RANDOM,
+            kind_of == ALWAYS_A,
+            (kind_of == OMNIPRESENT) & with_target,
+            kind_of == OMNIPRESENT,
+            (kind_of == TARGET_ONLY) & with_target,
+        ],
+        [buttons, np.full(voter.size, A_WINS), for_target, buttons, for_target],
+        outcome,
+    ).astype(np.int64)
+    riggers = np.isin(np.asarray(kinds), (OMNIPRESENT, TARGET_ONLY))
+    own = np.cumsum(~riggers) - 1  # addresses 0.. for the others, in voter order
+    rigger_rank = np.cumsum(riggers) - 1
+    address = np.where(riggers, own.max(initial=-1) + 1 + rigger_rank % max(rigger_ips, 1), own)
+    span = np.where(kind_of == HONEST, days, days if bad_days is None else bad_days)
+    time = rng.random(voter.size) * span
+    order = np.argsort(time, kind="stable")
+    return VoterBattles(
+        model_a=a[order],
+        model_b=b[order],
+        outcome=outcome[order],
+        voter=voter[order],
+        ip=address[voter][order].astype(np.int64),
+        day=np.floor(time[order]).astype(np.int64),
+        kinds=tuple(kinds),
+    )
