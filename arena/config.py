@@ -106,12 +106,19 @@ def setting(
     help: str,
     *,
     minimum: float | None = None,
+    maximum: float | None = None,
     above: float | None = None,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A field that is also a configuration setting: the one declaration behind parsing,
     `arena settings` and docs/configuration.md (tests/test_config.py checks the docs)."""
-    meta = {"help": help, "minimum": minimum, "above": above, "choices": choices}
+    meta = {
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "choices": choices,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -164,8 +171,10 @@ class RatingsConfig:
     )
     upset_weight: float = setting(
         1.0,
-        "weight of an upset vote in the fit; 1 counts it in full and lists it for review",
+        "weight of an upset vote in the fits: 1 counts it in full and lists it for review, "
+        "0 removes it",
         minimum=0,
+        maximum=1,
     )
     counted_per_day_voter: int = setting(
         100,
@@ -575,6 +584,8 @@ def _setting_value(where: _Where, table: Mapping[str, Any], f: Any) -> Any:
             raise where.fail(f.name, f"must be a finite number, got {table.get(f.name)!r}")
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise where.fail(f.name, f"must be at least {meta['minimum']:g}, got {value!r}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise where.fail(f.name, f"must be at most {meta['maximum']:g}, got {value!r}")
     if meta["above"] is not None and value <= meta["above"]:
         raise where.fail(f.name, f"must be a number > {meta['above']:g}, got {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:

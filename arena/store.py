@@ -20,6 +20,9 @@ from arena.errors import BattleNotFound, TurnRejected, VoteRejected
 from arena.lifecycle import TRANSITIONS, BattleState, Outcome, Side
 
 MULTI_TURN = "multi_turn"  # the category of battles with a follow-up
+# Meta row changed by every administrator's flag, so that the next ratings run rates again
+# (arena.ratings_job reads it into its parameters).
+FLAGS_VERSION = "flags_version"
 
 
 def now() -> datetime:
@@ -555,15 +558,17 @@ class Store:
             conn.execute(
                 db.battles.update().where(db.battles.c.id == battle_id).values(flags=flags)
             )
+        self.set_meta(FLAGS_VERSION, secrets.token_hex(8))  # the next ratings run must rate
 
     def flag_voter(self, voter_id: str, reason: str | None) -> bool:
         """Set or clear a voter's flag; False when there is no such voter."""
         with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    db.voters.update().where(db.voters.c.id == voter_id).values(flagged=reason)
-                ).rowcount
-            )
+            found = conn.execute(
+                db.voters.update().where(db.voters.c.id == voter_id).values(flagged=reason)
+            ).rowcount
+        if found:
+            self.set_meta(FLAGS_VERSION, secrets.token_hex(8))
+        return bool(found)
 
     def delete_text(self, before: datetime) -> int:
         """Blank the prompts and answers of battles created before `before` and no longer

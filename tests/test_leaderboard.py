@@ -91,7 +91,8 @@ def board(store: Store, category: str = "overall", style: bool = False) -> dict[
 
 
 def test_ratings_follow_the_votes(store: Store) -> None:
-    config = parse_config(registry())
+    # One voter casts all 240 votes today: no daily cap (docs/security.md).
+    config = parse_config(registry(ratings={"counted_per_day_voter": 0}))
     rng = np.random.default_rng(1)
     strength = {"alpha": 1.0, "beta": 0.3, "gamma": -0.3, "delta": -1.0}
     for k in range(240):
@@ -144,7 +145,13 @@ def test_stages_remove_what_they_say(store: Store) -> None:
         "demo": 1,
         "imported": 0,
         "hidden_model": 1,
+        "flagged_battle": 0,
+        "flagged_voter": 0,
         "prompt_dedup": 3,
+        "voter_daily_cap": 0,
+        "ip_daily_cap": 0,
+        "anomalous_voter": 0,
+        "upset": 0,
     }
     assert [name for name, _ in STAGES] == list(removed)
     assert result.votes_total == 6 + 1 + 1 + 1 + 5 + 1
@@ -344,3 +351,16 @@ async def test_a_long_run_keeps_its_lease(store: Store) -> None:
     assert await jobs.run_once(jobs.jobs[0])
     assert seen == [False] * 6
     assert other.acquire()  # released at the end
+
+
+def test_an_administrators_flag_brings_a_new_run(store: Store) -> None:
+    """A flag changes which votes count without a new vote: the next run must not skip."""
+    config = parse_config(registry())
+    ids = [play(store, "alpha", "beta", Outcome.A) for _ in range(3)]
+    assert compute(store.engine, config).run_id is not None
+    assert compute(store.engine, config).run_id is None  # nothing new
+    store.flag_battle(ids[0], "spam")
+    again = compute(store.engine, config)
+    assert again.run_id is not None
+    counts = {s["name"]: s["removed"] for s in snapshots(store)[-1]["stages"]}
+    assert counts["flagged_battle"] == 1
