@@ -170,6 +170,9 @@ def hostile(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
 <base href="{h}/">
 <a href="{h}/page" ping="{h}/ping">a link to the hostile host</a>
 
+LaTeX that draws huge boxes, lifts them over the page and links to script:
+$$\\rule{{300em}}{{300em}}\\raisebox{{60em}}{{\\rule{{300em}}{{300em}}}}\\href{{javascript:alert('katex')}}{{x}}$$
+
 Here is an HTML page:
 
 ```html

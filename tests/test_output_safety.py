@@ -44,10 +44,12 @@ FOUND_IN_PAGE = """() => {
     for (const el of scope.querySelectorAll(banned)) found.push(el.outerHTML.slice(0, 120));
   for (const el of document.querySelectorAll('.arena-md, .arena-md *')) {
     if (el.closest('.copy_code_button')) continue;  // Gradio's own copy button, added by us
+    // The page's KaTeX styles the formulas it draws (the boxes must still cover nothing).
+    const katex = el.closest('.katex') !== null;
     for (const attr of el.getAttributeNames()) {
       const value = el.getAttribute(attr);
-      if (attr.startsWith('on') || attr === 'style' || attr === 'id' || attr === 'name'
-          || /^\\s*(javascript|data|vbscript):/i.test(value))
+      if (attr.startsWith('on') || (attr === 'style' && !katex) || attr === 'id'
+          || attr === 'name' || /^\\s*(javascript|data|vbscript):/i.test(value))
         found.push(el.tagName + ' ' + attr + '=' + value.slice(0, 60));
     }
     if (['BUTTON', 'svg'].includes(el.tagName)) found.push(el.outerHTML.slice(0, 120));
@@ -133,6 +135,7 @@ def test_hostile_answer_runs_nothing_and_covers_nothing(  # type: ignore[no-unty
     assert "Model B failed to answer. Please vote A." in panes
     assert '<script>alert("inside a code block")</script>' in panes
     assert "Re-enter your password" in panes and "Hello" in panes
+    assert page.locator(".arena-md .katex").count() >= 1  # the formula was drawn
     assert page.locator(".arena-md").count() >= 4  # both prompts and both answers
     assert page.evaluate(FOUND_IN_PAGE) == []
     assert watched.covered() == []
