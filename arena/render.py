@@ -17,11 +17,13 @@ shown as a link to it (or its alt text) and never loaded. Code keeps its text ex
 answer's HTML inside a code block is shown as source.
 
 Cost is bounded. markdown-it-py is pure Python and some inputs cost it 30 µs a character, so:
-a message is cut into blocks at blank lines and each block is rendered once (cached), which
-makes a streamed answer cost about one render in all, not one per update; the unfinished last
-block of a streaming answer is shown as plain text when it is long; and past MARKDOWN_LIMIT
-characters a message is shown as plain preformatted text, with a note. Plain text costs one
-`html.escape`.
+a message is cut into blocks where markdown starts afresh (blank lines, code fences) and each
+finished block is rendered once (cached), which makes a streamed answer cost about one render
+in all, not one per update; the unfinished last block of a streaming answer is shown as plain
+text while it is long; a block over BLOCK_LIMIT that is not fenced code is shown as plain text;
+and past MARKDOWN_LIMIT characters a message is shown as plain text, with a note. Plain text
+costs one `html.escape`. Code with a language is coloured by Pygments, in the Prism class names
+whose colours Gradio's page already has. Figures: docs/benchmarks.md, "Rendering answers".
 
 LaTeX between `$$ … $$` is kept as text for the page's KaTeX; a `$` anywhere else is written
 as `&#36;`, so Gradio's LaTeX step (which matches `$$` in the raw HTML) sees only those spans.
