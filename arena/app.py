@@ -134,6 +134,9 @@ def create_app(
     )
     asgi.state.arena = app
     asgi.add_middleware(VoterCookie, identity=identity)
+    asgi.add_middleware(
+        SecurityHeaders, remote_images=lambda: registry.current.security.remote_images
+    )
     # Added last, so it runs first: an oversized body is refused before anything reads it.
     asgi.add_middleware(BodyLimit, limit=lambda: registry.current.limits.max_body_bytes)
     asgi.include_router(api.router)
@@ -304,6 +307,33 @@ class VoterCookie:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+class SecurityHeaders:
+    """A second wall behind the sanitiser (arena/render.py): even markup that slipped through
+    could not post a form elsewhere, load an image from another site (unless the operator
+    allows remote images), embed an object or reset the page's base address."""
+
+    def __init__(self, app: ASGIApp, remote_images: Callable[[], bool]) -> None:
+        self.app = app
+        self.remote_images = remote_images
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        images = "img-src * data: blob:" if self.remote_images() else "img-src 'self' data: blob:"
+        policy = f"{images}; form-action 'self'; object-src 'none'; base-uri 'self'"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("content-security-policy", policy)
+                headers.setdefault("x-content-type-options", "nosniff")
+                headers.setdefault("referrer-policy", "same-origin")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimit:
