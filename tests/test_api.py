@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from arena.app import create_app
-from arena.identity import VOTER_COOKIE
 from arena.config import Settings, parse_config
 from arena.errors import StorageError
+from arena.identity import VOTER_COOKIE
 from tests.servers import demo_config_data
 
 ROOT = Path(__file__).resolve().parent.parent
