@@ -41,6 +41,9 @@ from arena.store import Store
 from tests.servers import NO_LIMITS, demo_config_data, free_port, serve, write_config
 
 SALT = "test-salt"
+# Tests that use Redis database 7 (emptied at the start) or the two arena processes on it run on
+# one pytest-xdist worker, one after the other.
+REDIS = pytest.mark.xdist_group("redis")
 
 
 def service(database_url: str, data: dict[str, Any], redis_url: str | None = None) -> BattleService:
@@ -173,6 +176,7 @@ def need_redis() -> str:
     return url
 
 
+@REDIS
 async def test_limits_are_shared_through_redis(demo_url: str, sqlite_url: str) -> None:
     # Two services, as two processes would be: one count.
     url = need_redis()
@@ -269,6 +273,7 @@ def ask(url: str, prompt: str, headers: dict[str, str] | None = None) -> Any:
         client.close()
 
 
+@REDIS
 def test_spoofed_forwarded_for_is_ignored_and_forged_cookie_not_stored(pair: Pair) -> None:
     forged = {"X-Forwarded-For": "203.0.113.66", "Cookie": f"{VOTER_COOKIE}=i-am-somebody-else"}
     ask(pair.one.url, "Who am I?", headers=forged)
@@ -316,6 +321,7 @@ def test_cookie_signature() -> None:
     assert unsigned == identity.voter({}, "192.0.2.1", {}, "sess")  # one session, one voter
 
 
+@REDIS
 def test_oversized_bodies_are_refused_before_they_are_read(pair: Pair) -> None:
     join = pair.one.url + "/gradio_api/queue/join"
     big = b"x" * (300 * 1024)
@@ -331,6 +337,7 @@ def test_oversized_bodies_are_refused_before_they_are_read(pair: Pair) -> None:
     assert httpx.get(pair.one.url + "/api/health").status_code == 200
 
 
+@REDIS
 def test_limits_hold_across_two_processes_sharing_redis(pair: Pair) -> None:
     if pair.redis is None:
         pytest.skip("no Redis at 127.0.0.1:6379: limits shared between processes not tested")
