@@ -16,16 +16,17 @@ run: $(STAMP)
 	$(BIN)/arena db upgrade
 	$(BIN)/arena run
 
-# Two workers (one per core here); tests that share a resource declare an xdist_group.
+# Two workers (one per core here). Tests share nothing: databases, ports, Redis key prefixes and
+# temporary folders are each test's own.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -34,18 +34,35 @@ MAX_REASON = 500
 def reason_text(value: Any) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > MAX_REASON or "\x00" in value:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_REASON
+        or "\x00" in value
+        or not _encodable(value)
+    ):
         raise ApiParameterError("reason", f"reason must be text of at most {MAX_REASON} characters")
     return value.strip()
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def check_ip(value: Any) -> str:
     """An address as the hash input: canonical, so that '::FFFF:1.2.3.4' and a shorter spelling
     of one address ban the same client."""
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        address = ipaddress.ip_address(str(value).strip())
     except ValueError:
         raise ApiParameterError("ip", f"not an IP address: {str(value)[:60]!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        # A zone (fe80::1%eth0) is local to one host: no client address ever carries it.
+        raise ApiParameterError("ip", "give the address without a zone (%…)")
+    return str(address)
 
 
 def flag_battle(store: Store, battle_id: str, reason: str | None) -> None:

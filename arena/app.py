@@ -35,8 +35,11 @@ from arena.store import Store
 log = logging.getLogger(__name__)
 
 # The export API and health checks are read by scripts and caches: no cookie, so that a shared
-# cache may keep their responses.
-NO_COOKIE_PATHS = ("/api/v1", "/healthz")
+# cache may keep their responses. Nor do the page's event calls get one: a browser has its cookie
+# from the page load before its first event, and a script that starts with an event keeps its
+# session's voter id for the whole battle (a cookie set by its first call would make its vote
+# another voter's; review of issue 8).
+NO_COOKIE_PATHS = ("/api/v1", "/healthz", "/gradio_api/")
 
 
 @dataclass
@@ -309,6 +312,9 @@ class VoterCookie:
         await self.app(scope, receive, send_with_cookie)
 
 
+UPLOAD_PATHS = ("/gradio_api/upload", "/upload")
+
+
 class SecurityHeaders:
     """A second wall behind the sanitiser (arena/render.py): even markup that slipped through
     could not post a form elsewhere, load an image from another site (unless the operator
@@ -352,6 +358,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].rstrip("/").endswith(UPLOAD_PATHS):
+            # The page has no file inputs; Gradio's upload route would store any file anyone
+            # sends and serve it back from the arena's address (review of issue 8).
+            await _refuse(send, 403, "This arena takes no file uploads.")
+            return
         limit = self.limit()
         length = Request(scope).headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -381,17 +392,24 @@ class BodyLimit:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, counted_receive, guarded_send)
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app tripped over the body it was told had gone; the 413 was sent.
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": f"The request is too large (the limit is {limit} bytes).", "parameter": None}
-    ).encode()
+    await _refuse(send, 413, f"The request is too large (the limit is {limit} bytes).")
+
+
+async def _refuse(send: Send, status: int, error: str) -> None:
+    body = json.dumps({"error": error, "parameter": None}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
         }
     )

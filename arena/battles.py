@@ -29,7 +29,7 @@ from arena.lifecycle import BattleState, Outcome, Side
 from arena.moderation import moderate
 from arena.providers.base import ChatMessage, ChatRequest, Chunk, Provider, Usage
 from arena.router import Router
-from arena.store import AnswerRecord, BattleRecord, Store
+from arena.store import AnswerRecord, BattleRecord, Store, turn_refusal, vote_refusal
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,11 @@ class LeakHook:
         return AnswerHook("identity_leak", lambda config: _LeakCheck(self.rules(config).scanner()))
 
 
-# Characters a prompt may hold that show nothing: controls (C0 and C1, but tab and newlines),
-# format characters (zero-width space, joiners, bidi marks) and unassigned code points.
-_INVISIBLE = {"Cc", "Cf", "Cn", "Co", "Cs"}
+# Characters a prompt may hold that show nothing alone: controls (C0 and C1, but tab and
+# newlines), format characters (zero-width space, joiners, bidi marks), combining marks and
+# variation selectors, unassigned code points, and blank letters (Hangul fillers, blank braille).
+_INVISIBLE = {"Cc", "Cf", "Cn", "Cs", "Mn", "Me"}
+_BLANK = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
 def check_text(prompt: str, max_chars: int) -> str:
@@ -273,7 +275,10 @@ def check_text(prompt: str, max_chars: int) -> str:
         raise TurnRejected(
             f"That message is too long ({len(text)} characters; the limit is {max_chars})."
         )
-    if not any(unicodedata.category(c) not in _INVISIBLE and not c.isspace() for c in text):
+    if not any(
+        unicodedata.category(c) not in _INVISIBLE and not c.isspace() and c not in _BLANK
+        for c in text
+    ):
         raise TurnRejected("Type a message first.")
     return text
 
@@ -393,6 +398,9 @@ class BattleService:
         battle = await asyncio.to_thread(self.store.battle, battle_id)
         if battle.voter_id is not None and battle.voter_id != voter.id:
             raise TurnRejected("This battle belongs to another session.")
+        # Refused before the limits count it: a turn that cannot be taken costs no quota.
+        if refusal := turn_refusal(battle, config.max_turns):
+            raise TurnRejected(refusal)
         if any(config.find(battle.model(side)) is None for side in Side):
             # The registry changed since the battle began: the answers so far can still be
             # voted on, but the missing model cannot answer again.
@@ -487,6 +495,9 @@ class BattleService:
             raise VoteRejected(
                 f"Unknown vote {outcome!r}; expected one of " + ", ".join(o.value for o in Outcome)
             ) from None
+        battle = await asyncio.to_thread(self.store.battle, battle_id)
+        if refusal := vote_refusal(battle, voter.id):
+            raise VoteRejected(refusal)  # before the limits count it
         await self.identity.admit(voter, Action.VOTE)
         battle = await asyncio.to_thread(
             self.store.record_vote, battle_id, outcome, voter.id, voter.ip_hash

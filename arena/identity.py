@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -157,14 +158,19 @@ def _limit_message(action: Action, item: RateLimitItem, kind: str, reset_at: flo
 
 
 def limit_storage(redis_url: str | None) -> Storage:
-    """Counters in this process, or in Redis shared by every arena process."""
+    """Counters in this process, or in Redis shared by every arena process. A `prefix` query
+    parameter (`redis://host:6379/0?prefix=arena1`) keeps two arenas on one Redis apart."""
     if not redis_url:
         return MemoryStorage()
     if not redis_url.startswith(("redis://", "rediss://", "redis+unix://")):
         raise ConfigError(
             f"ARENA_REDIS_URL must be a redis:// URL, got {redis_url.split(':')[0]}:…"
         )
-    storage = storage_from_string("async+" + redis_url, implementation="redispy")
+    parts = urlsplit(redis_url)
+    query = parse_qs(parts.query)
+    prefix = query.pop("prefix", ["arena"])[-1]
+    url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+    storage = storage_from_string("async+" + url, implementation="redispy", key_prefix=prefix)
     assert isinstance(storage, Storage)
     return storage
 

@@ -17,6 +17,7 @@ Matching (docs/security.md):
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -43,38 +44,65 @@ BUILTIN_TERMS: tuple[str, ...] = (
 )  # fmt: skip
 
 SHORT = 3  # terms this short need a naming context
-_WORD = re.compile(r"\w+")
+_FIRST = re.compile(r"[^\W_]+")  # words as the terms' first words are cut: "_" separates
 _FORMAT = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
+# Letters of other scripts that look like Latin ones (Unicode's confusables, the common part):
+# "Сlaude" with a Cyrillic С reads as Claude.
+_CONFUSABLE = str.maketrans(
+    "АВЕЅІЈКМНОРСТХУаеѕіјорсхуԁɡΑΒΕΖΗΙΚΜΝΟΡΤΥΧοντ",
+    "ABESIJKMHOPCTXYaesijopcxydgABEZHIKMNOPTYXovt",
+)
+# Markup a reader never sees: tags, and emphasis marks in or around a word ("Cl**aude**",
+# "_Claude_"); an underscore inside a word is shown as it is ("hostile_alpha").
+_TAG = re.compile(r"<[^<>]{0,200}>")
+_INNER_MARK = re.compile(r"(?<=\w)[*~`]+(?=\w)|(?<=\w)[*_~`]+(?!\w)|(?<!\w)[*_~`]+(?=\w)")
+_DASHES = re.compile(r"[\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]")
+
+
 def normalize(text: str) -> str:
-    """NFKC, without format characters: what a reader sees, not how it was spelled."""
-    if text.isascii():  # most answers: NFKC changes nothing and there are no format characters
+    """The text as a reader sees it, for matching only: entities decoded, tags and in-word
+    emphasis marks removed, NFKD without accents or format characters, look-alike letters
+    mapped to Latin and every dash to '-'."""
+    if "&" in text:
+        text = html.unescape(text)
+    if "<" in text:
+        text = _TAG.sub("", text)
+    text = _INNER_MARK.sub("", text)
+    if text.isascii():  # most answers: nothing more to undo
         return text
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKD", text)
     text = _FORMAT.sub("", text)
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Mn"))
+    return _DASHES.sub("-", text.translate(_CONFUSABLE))
 
 
 def _capitalised_word(term: str) -> bool:
-    words = term.split()
-    return all(w[:1].isupper() and w[1:].islower() and w.isalpha() for w in words)
+    """A single capitalised word: "Meta", "Claude" (not "Alpha Labs", "ChatGPT", "o1")."""
+    return term.isalpha() and term[:1].isupper() and term[1:].islower()
+
+
+def _words(term: str) -> str:
+    # Words of a term may be separated by any run of spaces, hyphens or underscores:
+    # "hostile-alpha", "hostile alpha", "hostile_alpha", "hostile-\nalpha".
+    parts = [p for p in re.split(r"[\s_-]+", normalize(term)) if p]
+    return r"[\s_-]+".join(re.escape(p) for p in parts)
 
 
 def _pattern(term: str) -> str:
-    body = r"\s+".join(re.escape(part) for part in normalize(term).split())
-    if _capitalised_word(term):
-        # "Meta" and "META", not "meta": the lower-case form is an ordinary word.
-        upper = r"\s+".join(re.escape(part) for part in normalize(term).upper().split())
-        body = f"(?:{body}|{upper})"
+    plain = normalize(term)
+    if _capitalised_word(plain):
+        # "Meta", "META", "MeTa", not "meta": the lower-case form is an ordinary word.
+        body = re.escape(plain[0]) + f"(?i:{re.escape(plain[1:])})"
     else:
-        body = f"(?i:{body})"
-    word = rf"(?<!\w){body}(?!\w)"
-    if len(term) <= SHORT:
+        body = f"(?i:{_words(term)})"
+    word = rf"(?<![^\W_]){body}(?![^\W_])"
+    if len(plain) <= SHORT:
         # A short name only where it is used as a name.
         lead = r"(?i:\b(?:I am|I'm|called|named|model|version|OpenAI(?:'s)?|the))\s+"
         trail = r"(?:[- ](?i:mini|preview|pro|model)\b)"
-        return rf"(?:{lead}{word}|(?<!\w){re.escape(term)}{trail})"
+        return rf"(?:{lead}{word}|(?<!\w){re.escape(plain)}{trail})"
     return word
 
 
@@ -96,12 +124,14 @@ class LeakRules:
         if not unique:
             return cls((), re.compile(r"(?!x)x"), frozenset(), 0)
         groups = "|".join(f"(?P<t{i}>{_pattern(t)})" for i, t in enumerate(unique))
-        first = frozenset(_WORD.findall(normalize(t).lower())[0] for t in unique if _WORD.search(t))
+        first = frozenset(
+            _FIRST.findall(normalize(t).lower())[0] for t in unique if _FIRST.search(t)
+        )
         longest = max(len(normalize(t)) for t in unique)
         return cls(tuple(unique), re.compile(groups), first, longest)
 
     def matches(self, normalized: str) -> Iterator[re.Match[str]]:
-        if self.first_words.isdisjoint(_WORD.findall(normalized.lower())):
+        if self.first_words.isdisjoint(_FIRST.findall(normalized.lower())):
             return iter(())
         return self.regex.finditer(normalized)
 

@@ -606,6 +606,25 @@ class Store:
             )
 
 
+def vote_refusal(battle: BattleRecord, voter_id: str | None) -> str | None:
+    """Why this voter cannot vote on this battle now, or None: the battle service asks before it
+    counts the vote against any limit; `record_vote` checks again in its transaction."""
+    if battle.voter_id is not None and battle.voter_id != voter_id:
+        return "This battle belongs to another session."
+    if battle.status is not BattleState.AWAITING_VOTE:
+        return _VOTE_REFUSALS.get(battle.status, "This battle cannot take a vote.")
+    return None
+
+
+def turn_refusal(battle: BattleRecord, max_turns: int) -> str | None:
+    """Why this battle takes no follow-up now, or None (checked again by `begin_turn`)."""
+    if battle.status is not BattleState.AWAITING_VOTE:
+        return _turn_refusal(battle.status)
+    if battle.turns >= max_turns:
+        return f"This battle has reached its limit of {max_turns} turns."
+    return None
+
+
 def _turn_refusal(status: BattleState) -> str:
     return {
         BattleState.ANSWERING: "Wait for both answers before sending another message.",

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import random
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from arena import db
 from arena.app import create_app
 from arena.battles import BattleService, BattleView
 from arena.config import Secret, Settings, parse_config
-from arena.errors import Banned, ConfigError, RateLimited, TurnRejected
+from arena.errors import Banned, ConfigError, RateLimited, TurnRejected, VoteRejected
 from arena.identity import VOTER_COOKIE, Identity, Limits, Voter, limit_storage
 from arena.leaks import rules_for
 from arena.router import Router
@@ -41,9 +43,6 @@ from arena.store import Store
 from tests.servers import NO_LIMITS, demo_config_data, free_port, serve, write_config
 
 SALT = "test-salt"
-# Tests that use Redis database 7 (emptied at the start) or the two arena processes on it run on
-# one pytest-xdist worker, one after the other.
-REDIS = pytest.mark.xdist_group("redis")
 
 
 def service(database_url: str, data: dict[str, Any], redis_url: str | None = None) -> BattleService:
@@ -87,6 +86,8 @@ def ip_hash(ip: str) -> str:
         "\x85\x9f\x90",  # C1 controls
         "\u200b\u200c\u200d\ufeff\u2060",  # zero-width and format characters
         "\u202e\u2066 \u200b",  # bidi overrides
+        "\ufe0f\u0301\u20dd",  # a variation selector and combining marks alone
+        "\u3164 \u2800\u115f",  # blank letters: Hangul fillers, blank braille
         "hello \ud800 world",  # a lone surrogate
         "x" * 101,  # too long
     ],
@@ -149,24 +150,29 @@ async def test_vote_limit_per_voter(demo_url: str, sqlite_url: str) -> None:
     svc = service(sqlite_url, limited(demo_url, votes_per_day_voter=1))
     voter = Voter("v")
     first, second = [(await play(svc, voter, p))[-1].battle_id for p in ("a", "b")]
+    # A vote that cannot be taken (not this voter's battle) uses up no quota.
+    with pytest.raises(VoteRejected, match="another session"):
+        await svc.vote(first, Voter("intruder"), "a")
     await svc.vote(first, voter, "a")
+    with pytest.raises(VoteRejected, match="already has a vote"):  # refused, not counted
+        await svc.vote(first, voter, "a")
     with pytest.raises(RateLimited, match="at most 1 vote a day per person"):
         await svc.vote(second, voter, "a")
     assert counts(svc.store.engine)["votes"] == 1
 
 
 def _redis_url() -> str | None:
-    """A Redis database of its own for these tests, emptied; None where there is no Redis."""
-    url = "redis://127.0.0.1:6379/7"
+    """Redis with a key prefix of this caller's own (tests run on parallel workers); None where
+    there is no Redis."""
     try:
         import redis
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.flushdb()
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/7", socket_connect_timeout=1)
+        client.ping()
         client.close()
     except Exception:
         return None
-    return url
+    return f"redis://127.0.0.1:6379/7?prefix=test-{uuid.uuid4().hex}"
 
 
 def need_redis() -> str:
@@ -176,7 +182,6 @@ def need_redis() -> str:
     return url
 
 
-@REDIS
 async def test_limits_are_shared_through_redis(demo_url: str, sqlite_url: str) -> None:
     # Two services, as two processes would be: one count.
     url = need_redis()
@@ -273,7 +278,6 @@ def ask(url: str, prompt: str, headers: dict[str, str] | None = None) -> Any:
         client.close()
 
 
-@REDIS
 def test_spoofed_forwarded_for_is_ignored_and_forged_cookie_not_stored(pair: Pair) -> None:
     forged = {"X-Forwarded-For": "203.0.113.66", "Cookie": f"{VOTER_COOKIE}=i-am-somebody-else"}
     ask(pair.one.url, "Who am I?", headers=forged)
@@ -293,6 +297,35 @@ def test_spoofed_forwarded_for_is_ignored_and_forged_cookie_not_stored(pair: Pai
     assert "form-action 'self'" in policy and "img-src 'self' data: blob:" in policy
     again = httpx.get(pair.one.url + "/", cookies={VOTER_COOKIE: issued})
     assert VOTER_COOKIE not in again.cookies  # a valid cookie is kept
+
+
+def _event(client: httpx.Client, url: str, api_name: str, data: list[Any], session: str) -> Any:
+    """One event over Gradio's queue protocol, as a bare script sends it: join, then read the
+    event stream to its end. Returns the last message."""
+    config = httpx.get(url + "/config").json()  # not through `client`: its jar stays as it was
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+    body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None}
+    assert client.post(url + "/gradio_api/queue/join", json=body).status_code == 200
+    last: Any = None
+    params = {"session_hash": session}
+    with client.stream("GET", url + "/gradio_api/queue/data", params=params) as events:
+        for line in events.iter_lines():
+            if line.startswith("data:"):
+                last = json.loads(line[5:])
+                if last.get("msg") == "process_completed":
+                    break
+    return last
+
+
+def test_a_script_that_keeps_cookies_can_vote_on_its_first_battle(pair: Pair) -> None:
+    # Review of issue 8: the first event set a cookie, so the vote came from another voter id.
+    with httpx.Client(timeout=60) as client:  # keeps the cookies it is given, as scripts do
+        session = "scripted-session-1"
+        asked = _event(client, pair.one.url, "ask", ["A question from a script", None], session)
+        assert asked["success"], asked
+        voted = _event(client, pair.one.url, "vote_a", [None], session)
+    assert voted["success"], voted
+    assert "Thanks for voting" in json.dumps(voted["output"])
 
 
 def test_trusted_proxy_forwarded_for_is_believed() -> None:
@@ -321,7 +354,6 @@ def test_cookie_signature() -> None:
     assert unsigned == identity.voter({}, "192.0.2.1", {}, "sess")  # one session, one voter
 
 
-@REDIS
 def test_oversized_bodies_are_refused_before_they_are_read(pair: Pair) -> None:
     join = pair.one.url + "/gradio_api/queue/join"
     big = b"x" * (300 * 1024)
@@ -334,10 +366,12 @@ def test_oversized_bodies_are_refused_before_they_are_read(pair: Pair) -> None:
 
     response = httpx.post(join, content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+    # The page takes no files: Gradio's upload route would host anyone's.
+    upload = httpx.post(pair.one.url + "/gradio_api/upload", files={"files": ("x.html", b"<b>")})
+    assert upload.status_code == 403 and "no file uploads" in upload.json()["error"]
     assert httpx.get(pair.one.url + "/api/health").status_code == 200
 
 
-@REDIS
 def test_limits_hold_across_two_processes_sharing_redis(pair: Pair) -> None:
     if pair.redis is None:
         pytest.skip("no Redis at 127.0.0.1:6379: limits shared between processes not tested")
@@ -371,6 +405,22 @@ def test_leak_matching_rules() -> None:
     assert rules.find("I am o1, a reasoning model") == {"o1"}
     assert rules.find("try o1-mini") == {"o1"}
     assert rules_for([], builtin=False).find("I am Claude") == set()
+    # What the page shows, however it is spelled (review of issue 8): markup, entities, other
+    # separators and dashes, look-alike letters, accents.
+    for evasion in (
+        "Zor**blax**",
+        "Zorbl&#97;x",
+        "Zor<span>blax</span>",
+        "ZorBlax",
+        "hostile alpha",
+        "hostile_alpha",
+        "hostile\u2011alpha",
+        "hostile-\nalpha",
+        "alpha labs",
+    ):
+        assert rules.find(evasion), evasion
+    assert rules.find("I am \u0421laude, a model by Cla\u0301ude's makers") == {"Claude"}
+    assert rules.find("snake_case_meta and _metadata_") == set()
 
 
 async def test_leak_in_answer_is_flagged_and_prompt_is_not(demo_url: str, sqlite_url: str) -> None:
@@ -562,8 +612,15 @@ async def test_admin_flags_bans_and_reloads(
         assert r.status_code == 400 and r.json()["parameter"] == "reason"
         r = await client.post("/api/v1/admin/voters/v1/flag", headers=auth)
         assert r.status_code == 200
-        r = await client.post("/api/v1/admin/bans", headers=auth, json={"ip": "not an ip"})
-        assert r.status_code == 400 and r.json()["parameter"] == "ip"
+        for bad in ("not an ip", "999.1.1.1", "fe80::1%eth0"):
+            r = await client.post("/api/v1/admin/bans", headers=auth, json={"ip": bad})
+            assert r.status_code == 400 and r.json()["parameter"] == "ip"
+        r = await client.post(
+            f"/api/v1/admin/battles/{battle_id}/flag",
+            headers={**auth, "content-type": "application/json"},
+            content=b'{"reason": "\\ud800"}',  # a lone surrogate, as JSON allows
+        )
+        assert r.status_code == 400 and r.json()["parameter"] == "reason"
         r = await client.post("/api/v1/admin/bans", headers=auth, json={"ip": "192.0.2.9"})
         assert r.json()["added"] is True
         with pytest.raises(Banned):

@@ -275,7 +275,8 @@ def leaderboard_tab(app: App) -> Refresh:
     def refresh(
         category_value: str, style_value: bool, deprecated_value: bool, search_value: str
     ) -> tuple[Any, ...]:
-        view = load_board(app, category_value, style_value, deprecated_value)
+        category_value, search_value = _text(category_value, OVERALL), _text(search_value)
+        view = load_board(app, category_value, bool(style_value), bool(deprecated_value))
         choices = [(category_label(c), c) for c in view.categories] or [
             (category_label(OVERALL), OVERALL)
         ]
@@ -304,7 +305,8 @@ def leaderboard_tab(app: App) -> Refresh:
         category_value: str, style_value: bool, deprecated_value: bool, search_value: str
     ) -> list[list[Any]]:
         # Typing in the search box changes the table only: no plots rebuilt per keystroke.
-        view = load_board(app, category_value, style_value, deprecated_value)
+        category_value, search_value = _text(category_value, OVERALL), _text(search_value)
+        view = load_board(app, category_value, bool(style_value), bool(deprecated_value))
         return table_rows(view.rows, search_value)
 
     controls = [category, style, deprecated, search]
@@ -313,6 +315,12 @@ def leaderboard_tab(app: App) -> Refresh:
         control.change(refresh, controls, outputs, api_visibility="private", show_progress="hidden")
     search.change(search_table, controls, [table], api_visibility="private", show_progress="hidden")
     return Refresh(refresh, controls, outputs)
+
+
+def _text(value: Any, default: str = "") -> str:
+    """A control's value as sent by a script through the queue may be anything (review of
+    issue 8: None raised AttributeError); the page itself always sends text."""
+    return value[:200] if isinstance(value, str) else default
 
 
 @dataclass(frozen=True)
