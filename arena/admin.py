@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REASON = 500
+DEFAULT_REASON = "flagged by an administrator"
 
 
 def reason_text(value: Any) -> str:
@@ -147,27 +148,21 @@ def admin_app(arena: App) -> ASGIApp:
     def done(**body: Any) -> JSONResponse:
         return JSONResponse({"ok": True, **body}, headers={"Cache-Control": "no-store"})
 
-    @api.post("/battles/{battle_id}/flag")
+    async def set_flag(request: Request, what: str, key: str, setter: Any) -> JSONResponse:
+        """POST flags (with an optional reason), DELETE clears."""
+        reason = None
+        if request.method == "POST":
+            reason = reason_text((await _body(request)).get("reason")) or DEFAULT_REASON
+        await asyncio.to_thread(setter, store, key, reason)
+        return done(**{what: key, "flagged": reason})
+
+    @api.api_route("/battles/{battle_id}/flag", methods=["POST", "DELETE"])
     async def battle_flag(battle_id: str, request: Request) -> JSONResponse:
-        reason = reason_text((await _body(request)).get("reason")) or "flagged by an administrator"
-        await asyncio.to_thread(flag_battle, store, battle_id, reason)
-        return done(battle=battle_id, flagged=reason)
+        return await set_flag(request, "battle", battle_id, flag_battle)
 
-    @api.delete("/battles/{battle_id}/flag")
-    async def battle_unflag(battle_id: str) -> JSONResponse:
-        await asyncio.to_thread(flag_battle, store, battle_id, None)
-        return done(battle=battle_id, flagged=None)
-
-    @api.post("/voters/{voter_id}/flag")
+    @api.api_route("/voters/{voter_id}/flag", methods=["POST", "DELETE"])
     async def voter_flag(voter_id: str, request: Request) -> JSONResponse:
-        reason = reason_text((await _body(request)).get("reason")) or "flagged by an administrator"
-        await asyncio.to_thread(flag_voter, store, voter_id, reason)
-        return done(voter=voter_id, flagged=reason)
-
-    @api.delete("/voters/{voter_id}/flag")
-    async def voter_unflag(voter_id: str) -> JSONResponse:
-        await asyncio.to_thread(flag_voter, store, voter_id, None)
-        return done(voter=voter_id, flagged=None)
+        return await set_flag(request, "voter", voter_id, flag_voter)
 
     @api.post("/bans")
     async def ban(request: Request) -> JSONResponse:

@@ -394,7 +394,6 @@ class BattleService:
         self, battle_id: str, voter: Voter, prompt: str
     ) -> AsyncIterator[BattleView]:
         config = self.config
-        check_text(prompt, config.max_prompt_chars)
         battle = await asyncio.to_thread(self.store.battle, battle_id)
         if battle.voter_id is not None and battle.voter_id != voter.id:
             raise TurnRejected("This battle belongs to another session.")

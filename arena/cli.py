@@ -310,7 +310,7 @@ def cmd_admin(args: argparse.Namespace) -> None:
             verb, what = args.action.split("-")
             reason = None
             if verb == "flag":
-                reason = admin.reason_text(args.reason) or "flagged by an administrator"
+                reason = admin.reason_text(args.reason) or admin.DEFAULT_REASON
             set_flag = admin.flag_battle if what == "battle" else admin.flag_voter
             set_flag(store, args.id, reason)
             print(f"{what} {args.id}: {verb}ged")

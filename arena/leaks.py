@@ -5,12 +5,14 @@ topic (issue 8, §1). A leaking battle stays playable and is revealed as usual; 
 terms found are stored with it, and the ratings job's `identity_leak` stage leaves its vote out.
 
 Matching (docs/security.md):
-- text is normalised first: NFKC, and format characters (zero-width spaces, joiners, bidi marks)
-  removed, so "Cl\u200baude" is "Claude";
-- a term matches as a whole word: "Meta" never matches "metadata";
-- a term written as a capitalised word ("Meta", "Claude") matches in that case or all capitals,
-  not in lower case, where it is an ordinary word ("meta-analysis"); every other term (with
-  digits, inner capitals or lower case: "gpt-4o", "DeepSeek", "chatgpt") matches in any case;
+- text is read as the page shows it (`normalize`): entities decoded, tags and emphasis marks
+  removed, NFKD without accents or format characters, look-alike letters mapped to Latin, so
+  "Cl\u200baude", "Cl**aude**" and "Сlaude" (Cyrillic С) are all "Claude";
+- a term matches as a whole word, its words separated by any spaces, hyphens or underscores:
+  "Meta" never matches "metadata";
+- a single capitalised word ("Meta", "Claude") matches when it starts with its capital ("META",
+  "MeTa"), not in lower case, where it is an ordinary word ("meta-analysis"); every other term
+  ("gpt-4o", "DeepSeek", "Alpha Labs") matches in any case;
 - a term of three characters or fewer ("o1", "o3") is too common to match alone: it counts only
   where it is used as a name ("I am o1", "OpenAI o1", "o1-mini", "the o1 model").
 """
@@ -45,7 +47,6 @@ BUILTIN_TERMS: tuple[str, ...] = (
 
 SHORT = 3  # terms this short need a naming context
 _FIRST = re.compile(r"[^\W_]+")  # words as the terms' first words are cut: "_" separates
-_FORMAT = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 # Letters of other scripts that look like Latin ones (Unicode's confusables, the common part):
@@ -73,7 +74,6 @@ def normalize(text: str) -> str:
     if text.isascii():  # most answers: nothing more to undo
         return text
     text = unicodedata.normalize("NFKD", text)
-    text = _FORMAT.sub("", text)
     text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Mn"))
     return _DASHES.sub("-", text.translate(_CONFUSABLE))
 

@@ -34,7 +34,7 @@ import ratings
 from arena import db
 from arena.config import ArenaConfig
 from arena.errors import SnapshotError
-from arena.store import FLAGS_VERSION
+from arena.store import FLAGS_VERSION, Store
 from ratings import RatingOptions
 
 log = logging.getLogger(__name__)
@@ -578,12 +578,6 @@ def _codes(values: tuple[Any, ...], index: dict[Any, int]) -> list[int]:
     return [-1 if v is None else index.setdefault(v, len(index)) for v in values]
 
 
-def _meta(engine: Engine, key: str) -> str | None:
-    with engine.connect() as conn:
-        value = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == key))
-    return None if value is None else str(value)
-
-
 def latest_vote(engine: Engine) -> int | None:
     with engine.connect() as conn:
         value = conn.scalar(sa.select(sa.func.max(db.votes.c.id)))
@@ -918,7 +912,7 @@ def compute(
     public = sorted(n for n in {*(m.name for m in config.models), *rated} if ctx.public(n))
     params["public_models"] = hashlib.sha256("\n".join(public).encode()).hexdigest()[:16]
     # An administrator's flag changes what counts without a new vote: it brings a run too.
-    params["flags_version"] = _meta(engine, FLAGS_VERSION)
+    params["flags_version"] = Store(engine).meta(FLAGS_VERSION)
     cutoff: int | None = latest_vote(engine)
     last_cutoff, last_params = _last_run(engine)
     if not force and (

@@ -189,7 +189,8 @@ async def test_healthz_and_docs(client: httpx.AsyncClient) -> None:
     after = (await client.get("/healthz")).json()
     latest = client.app.snapshots.latest()  # type: ignore[attr-defined]
     assert latest is not None and after["snapshot"]["id"] == latest.id
-    assert after["snapshot_age_seconds"] >= 0
+    assert after["snapshot"]["created_at"] == latest.payload["created_at"]
+    assert isinstance(after["snapshot_age_seconds"], float)
     docs = await client.get("/api/v1/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = (await client.get("/api/v1/openapi.json")).json()
