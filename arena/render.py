@@ -25,6 +25,10 @@ and past MARKDOWN_LIMIT characters a message is shown as plain text, with a note
 costs one `html.escape`. Code with a language is coloured by Pygments, in the Prism class names
 whose colours Gradio's page already has. Figures: docs/benchmarks.md, "Rendering answers".
 
+While an answer streams, its unfinished last block shows its inline markup as it will look
+finished (`**Point` bold already, a link still arriving as its text): the markup is closed in
+the block's markdown source, which is then rendered and cleaned like the rest.
+
 LaTeX between `$$ … $$` is kept as text for the page's KaTeX; a `$` anywhere else is written
 as `&#36;`, so Gradio's LaTeX step (which matches `$$` in the raw HTML) sees only those spans.
 """
@@ -34,12 +38,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
-from markdown_it.common.utils import escapeHtml
+from markdown_it.common.utils import escapeHtml, isMdAsciiPunct, isPunctChar, isWhiteSpace
 from markdown_it.renderer import RendererHTML
 from markdown_it.rules_block import StateBlock
 from markdown_it.rules_inline import StateInline
@@ -367,6 +372,254 @@ def blocks(text: str) -> list[str]:
     return out
 
 
+# -- a growing block's unfinished inline markup -------------------------------------------------
+# While an answer streams, `**Point` would show its asterisks until the closing `**` came, then
+# jump to bold. So the growing block's last inline text (its last paragraph, heading or list
+# item) is made to look finished, as chat UIs do it: open emphasis, strikethrough and code spans
+# are closed, a partial link shows its text only, a lone trailing mark is hidden. This is done
+# on the markdown source, which is then rendered and cleaned like any other text, never on the
+# HTML; nothing in code or in `$$` math is touched. One pass of a regex over the tail: no more
+# parsing than before.
+
+_MARK = re.compile(r"\\[\s\S]?|`+|\$\$|\*+|_+|~+|!?\[|\]\(?")
+_BACKTICKS = re.compile(r"`+")
+_PAREN = re.compile(r"\\.|[()]")
+# A fence anywhere a container (list item, quote) may put one: more code left alone, not less.
+_ANY_FENCE = re.compile(r"[ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)?(`{3,}|~{3,})(.*)")
+_STARTS_INLINE = re.compile(r"[ \t>]*(?:#{1,6}|[-+*]|\d{1,9}[.)])(?:[ \t]|$)", re.MULTILINE)
+_HEADING = re.compile(r"[ \t>]*#{1,6}(?:[ \t]|$)", re.MULTILINE)
+_INDENTED = re.compile(r" {0,3}\t| {4}")
+# A thematic break, or a setext heading's underline: no inline text to finish.
+_RULE_LINE = re.compile(r"[ \t>]*(?:=+|-+|(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})\s*\Z")
+# Where emphasis can start: not inside a word (`2*3`, `2**8`, `a_b`) nor after other symbols.
+_WORD_START = frozenset(" \t\r\n([{\"'“‘«*_~")
+_SNAKE = re.compile(r"[^\s_]*_+\w")  # `_private_name`: a word with `_` in it, not emphasis
+
+
+@dataclass(slots=True)
+class _Run:
+    """An emphasis or strikethrough opener that has not been closed (yet)."""
+
+    char: str
+    pos: int
+    size: int  # delimiters still open
+    length: int  # of the whole run, for CommonMark's rule of 3
+    both: bool  # could close as well as open
+    shown: bool  # clearly emphasis: closed if the text stops here
+
+
+@dataclass(slots=True)
+class _Tail:
+    """What is open at the end of some inline text, and what to cut from it."""
+
+    runs: dict[str, list[_Run]] = field(default_factory=lambda: {"*": [], "_": [], "~": []})
+    brackets: list[tuple[int, int]] = field(default_factory=list)  # `[`: where, text start
+    cuts: list[tuple[int, int]] = field(default_factory=list)
+    code: str = ""  # the backticks of a code span not closed
+
+
+@lru_cache(maxsize=4096)
+def _char_kind(char: str) -> tuple[bool, bool]:
+    """Whether `char` is whitespace and whether punctuation, as markdown-it decides them."""
+    return isWhiteSpace(ord(char)), isMdAsciiPunct(ord(char)) or isPunctChar(char)
+
+
+def _flanking(text: str, start: int, end: int) -> tuple[bool, bool]:
+    """CommonMark's left- and right-flanking of the delimiter run text[start:end] (as
+    markdown-it's scanDelims decides them)."""
+    space_before, punct_before = _char_kind(text[start - 1] if start else " ")
+    space_after, punct_after = _char_kind(text[end] if end < len(text) else " ")
+    left = not space_after and (not punct_after or space_before or punct_before)
+    right = not space_before and (not punct_before or space_after or punct_after)
+    return left, right
+
+
+def _drop_after(tail: _Tail, pos: int) -> None:
+    """Openers after `pos` stay text: a closer matched an opener before them."""
+    for stack in tail.runs.values():
+        while stack and stack[-1].pos > pos:
+            stack.pop()
+
+
+def _close_runs(tail: _Tail, char: str, size: int, length: int, opens: bool) -> int:
+    """Match a closing run against the open runs of its mark; what of it is left."""
+    stack = tail.runs[char]
+    while size and stack:
+        opener = stack[-1]
+        total = opener.length + length
+        if (opener.both or opens) and not total % 3 and (opener.length % 3 or length % 3):
+            break  # the rule of 3 (checked against the nearest opener only: linear)
+        used = 2 if opener.size >= 2 and size >= 2 else 1
+        opener.size -= used
+        size -= used
+        _drop_after(tail, opener.pos)
+        if not opener.size:
+            stack.pop()
+    return size
+
+
+def _emphasis(tail: _Tail, text: str, start: int, end: int) -> None:
+    char, length = text[start], end - start
+    left, right = _flanking(text, start, end)
+    before = text[start - 1] if start else " "
+    if char == "_":
+        opens = left and (not right or _char_kind(before)[1])
+        closes = right and (not left or (end < len(text) and _char_kind(text[end])[1]))
+    else:
+        opens, closes = left, right
+    size = _close_runs(tail, char, length, length, opens) if closes else length
+    at_word_start = before in _WORD_START
+    if size == length and end == len(text) and (char == "*" or at_word_start):
+        tail.cuts.append((start, end))  # a lone mark at the very end: its text is to come
+    elif opens and size and (char != "~" or size >= 2):
+        shown = at_word_start and not (char == "_" and _SNAKE.match(text, end))
+        tail.runs[char].append(_Run(char, start, size, length, closes, shown))
+
+
+def _link_end(text: str, pos: int) -> int:
+    """The end of a link's `(address "title")` from after its `(`; -1 if it is not there yet."""
+    depth = 0
+    for m in _PAREN.finditer(text, pos):
+        if m.group() == "(":
+            depth += 1
+        elif m.group() == ")":
+            if not depth:
+                return m.end()
+            depth -= 1
+    return -1
+
+
+def _bracket(tail: _Tail, text: str, m: re.Match[str]) -> int:
+    """A `]` or `](`: where to read on from, or -1 when a link is still streaming (the end)."""
+    if not tail.brackets:
+        return m.end()
+    start, text_start = tail.brackets.pop()
+    if m.group() == "](":
+        end = _link_end(text, m.end())
+        if end >= 0:
+            _drop_after(tail, start)  # emphasis inside a link's text stays inside it
+            return end
+    elif m.end() < len(text):
+        return m.end()
+    # `[text](http://exa` or `[text]` at the very end: its text only, for now
+    tail.cuts += [(start, text_start), (m.start(), len(text))]
+    return -1
+
+
+def _scan(text: str) -> _Tail:
+    tail = _Tail()
+    pos = 0
+    while m := _MARK.search(text, pos):
+        mark, pos = m.group(), m.end()
+        if mark[0] == "`":
+            for run in _BACKTICKS.finditer(text, pos):
+                if len(run.group()) == len(mark):
+                    pos = run.end()
+                    break
+            else:  # a code span to the end: nothing after its opening is markup
+                if text[pos:].strip():
+                    tail.code = mark
+                else:
+                    tail.cuts.append((m.start(), pos))
+                break
+        elif mark == "$$":
+            end = text.find("$$", pos)
+            if end < 0:
+                break  # a formula still streaming: its `_` and `*` are not emphasis
+            pos = end + 2
+        elif mark[0] in "*_~":
+            _emphasis(tail, text, m.start(), pos)
+        elif mark[-1] == "[":
+            tail.brackets.append((m.start(), pos))
+        elif mark[0] == "]" and (pos := _bracket(tail, text, m)) < 0:
+            break
+    tail.cuts += [(start, text_start) for start, text_start in tail.brackets]  # `[` alone
+    return tail
+
+
+def _inline_tail(block: str) -> int:
+    """Where the inline text that `block` ends in starts (its last paragraph, heading or list
+    item); -1 if the block ends in code (fenced, open or indented) or in a rule."""
+    fence, start, pos, last = "", 0, 0, ""
+    math = heading = quote = False
+    for line in _LINES.findall(block):
+        text, last = line.strip(), line
+        opens_math = not fence and not math and text.startswith("$$") and text.count("$$") % 2
+        if fence:
+            closing = line.lstrip(" \t>").rstrip()
+            if closing.startswith(fence) and not closing.strip(fence[0]):
+                fence, start = "", pos + len(line)
+        elif math:  # blank lines inside a `$$` formula do not end it
+            math = "$$" not in text
+        elif (m := _ANY_FENCE.match(line)) and not (m[1][0] == "`" and "`" in m[2]):
+            fence = m[1]
+        elif not text:
+            start = pos + len(line)
+        elif heading or _STARTS_INLINE.match(line) or (text[0] == ">" and not quote):
+            start = pos
+        math = math or bool(opens_math)
+        heading, quote = bool(_HEADING.match(line)), text.startswith(">")
+        pos += len(line)
+    if fence or _RULE_LINE.match(last):
+        return -1
+    if _INDENTED.match(block, start) and not _STARTS_INLINE.match(block, start):
+        return -1
+    return start
+
+
+def _kept_end(text: str, cut_at: dict[int, int], end: int) -> int:
+    """Where the text kept before `end` stops, cuts (by their ends) and whitespace left out."""
+    while end > 0:
+        if end in cut_at:
+            end = cut_at[end]
+        elif text[end - 1].isspace():
+            end -= 1
+        else:
+            break
+    return end
+
+
+def _closers(text: str, tail: _Tail) -> str:
+    """The marks that close what is open, innermost first; an opener with nothing after it
+    yet (its text cut, say) is hidden instead, like a lone mark."""
+    cut_at = {b: a for a, b in tail.cuts}
+    end = _kept_end(text, cut_at, len(text))
+    out = [tail.code]
+    for run in sorted((r for s in tail.runs.values() for r in s if r.shown), key=lambda r: -r.pos):
+        if run.pos + run.length >= end:
+            tail.cuts.append((run.pos, run.pos + run.size))
+            cut_at[run.pos + run.size] = run.pos
+            end = _kept_end(text, cut_at, run.pos)
+        else:
+            out.append(run.char * run.size)
+    return "".join(out)
+
+
+def _finish_inline(block: str) -> str:
+    """`block`, still growing, with its unfinished inline markup made to look finished."""
+    start = _inline_tail(block)
+    if start < 0:
+        return block
+    text = block[start:]
+    tail = _scan(text)
+    closers = _closers(text, tail)
+    if not (tail.cuts or closers):
+        return block
+    kept, last = [], 0
+    for cut_start, cut_end in sorted(tail.cuts):
+        kept.append(text[last : max(cut_start, last)])
+        last = max(last, cut_end)
+    kept.append(text[last:])
+    out = "".join(kept)
+    end = len(out.rstrip())
+    body, rest = out[:end], out[end:]
+    if tail.code and body.endswith("`"):
+        body += " "  # the closing run must not join the code's own last backticks
+    if closers and (len(body) - len(body.rstrip("\\"))) % 2:
+        body = body[:-1]  # a trailing `\` would escape the first closer
+    return block[:start] + body + closers + rest
+
+
 # -- output -------------------------------------------------------------------------------------
 
 
@@ -449,8 +702,9 @@ def render(text: str, *, remote_images: bool = False, streaming: bool = False) -
         if len(block) > limit and not is_code(block):
             out.append(_plain_block(block))
         elif growing:  # changes with every update: not worth a cache entry
-            colour = len(block) <= STREAM_TAIL_LIMIT
-            out.append(_render_block(block, remote_images, colour))
+            short = len(block) <= STREAM_TAIL_LIMIT  # longer: fenced code, left as it is
+            shown = _finish_inline(block) if short else block
+            out.append(_render_block(shown, remote_images, short))
         else:
             out.append(_markdown_block(block, remote_images))
     if rest:

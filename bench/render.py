@@ -3,9 +3,10 @@
     python -m bench.render               # server side only (a few seconds)
     python -m bench.render --browser     # and headless Chromium, before and after (minutes)
 
-Server side: `arena.render.render` on typical, long and hostile answers, once; and a streamed
+Server side: `arena.render.render` on typical, long and hostile answers, once; a streamed
 answer rendered at every update, as the battle page does, against rendering the whole text at
-every update (what a renderer without the block cache would cost).
+every update (what a renderer without the block cache would cost); and what closing a growing
+block's unfinished markup (`**Point` shown bold while streaming) adds to each update.
 
 Browser (needs Debian's `chromium`): a real arena and demo model server in this process, one
 battle per case in headless Chromium. Measured from pressing Enter to the vote buttons being
@@ -130,6 +131,28 @@ def server_side() -> None:
             f"| {name} | {len(text):,} | {len(ends)} | {timed(stream):,.0f} ms "
             f"| {timed(naive):,.0f} ms |"
         )
+
+    print("\n## Server side: the growing block's unfinished markup, closed before each update\n")
+    print(f"One block of {render.STREAM_TAIL_LIMIT:,} characters (the most that is rendered while")
+    print("streaming), best of 20; its render, for scale.\n")
+    print("| growing block | closing its markup | rendering it |")
+    print("| --- | ---: | ---: |")
+    for name, unit in [
+        ("prose with bold, italics, code and links", PARAGRAPH),
+        ("`**a ` repeated, every run open", "**a "),
+        ("`[` repeated, every bracket open", "["),
+        ("`_a a* ` repeated (openers of one mark, closers of another)", "_a a* "),
+        ("`a*` repeated", "a*"),
+    ]:
+        block = repeated(unit, render.STREAM_TAIL_LIMIT + len(unit))[: render.STREAM_TAIL_LIMIT]
+
+        def close(block: str = block) -> None:
+            render._finish_inline(block)
+
+        def draw(block: str = block) -> None:
+            render._render_block(block, False)
+
+        print(f"| {name} | {timed(close, 20):.2f} ms | {timed(draw, 5):.1f} ms |")
 
 
 # -- browser ------------------------------------------------------------------------------------

@@ -355,3 +355,186 @@ def test_plain_and_inline_show_text_as_written() -> None:
     assert html.unescape(rendering.inline(text)) == text
     parsed = assert_safe(rendering.plain(text))
     assert "".join(parsed.text) == text and parsed.tags() == {"div", "p"}
+
+
+# -- streaming: an unfinished last block looks finished ----------------------------------------
+
+
+class Prose(HTMLParser):
+    """The text of a fragment outside code, as the page shows it."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._code = 0
+        self.feed(fragment)
+        self.close()
+        self.text = "".join(self.parts)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._code += tag in ("code", "pre", "button")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._code -= tag in ("code", "pre", "button")
+
+    def handle_data(self, data: str) -> None:
+        if not self._code:
+            self.parts.append(data)
+
+
+# What the growing block shows, and the finished text it must render the same as.
+AS_FINISHED = {
+    "Hi **Point": "Hi **Point**",
+    "Hi __Point": "Hi __Point__",
+    "Gone ~~old news": "Gone ~~old news~~",
+    "Use `pip inst": "Use `pip inst`",
+    "Use `` a ` b": "Use `` a ` b``",
+    "An *emphasis": "An *emphasis*",
+    "An _emphasis": "An _emphasis_",
+    "**Point*": "**Point**",  # half of the closing `**`
+    "~~old~": "~~old~~",
+    "- **Step 1:": "- **Step 1:**",
+    "## **Title": "## **Title**",
+    "*Hi **there": "*Hi **there***",
+    "(*aside": "(*aside*",
+    "Read **`code` first": "Read **`code` first**",
+    "Energy $$E = m_1 c^2$$ is **key": "Energy $$E = m_1 c^2$$ is **key**",
+    "First.\n\nSecond **point": "First.\n\nSecond **point**",
+    "- done\n- **next": "- done\n- **next**",
+    "See [the docs](https://exa": "See the docs",
+    'See [the docs](https://example.com/a_(b) "Ti': "See the docs",
+    "See [the docs": "See the docs",
+    "See [the docs]": "See the docs",
+    "See ![a cat](https://example.com/c": "See a cat",
+    "**Read [the docs](https://x": "**Read the docs**",
+    "[**bold** te": "**bold** te",
+    "Hi **": "Hi",
+    "Hi *": "Hi",
+    "Use `": "Use",
+    "See [": "See",
+    "See ![": "See",
+    "**Use `": "**Use**",
+}
+
+
+@pytest.mark.parametrize(("growing", "finished"), AS_FINISHED.items(), ids=AS_FINISHED.keys())
+def test_unfinished_markup_streams_as_its_finished_form(growing: str, finished: str) -> None:
+    out = render(growing, streaming=True)
+    assert out == render(finished)
+    assert_safe(out)
+
+
+def test_a_streaming_bold_is_bold_at_once() -> None:
+    out = render("Hi **Point", streaming=True)
+    assert "<strong>Point</strong>" in out and "**" not in out
+    link = render("Read [the docs](https://exa", streaming=True)
+    assert "[" not in link and "exa" not in link and "<a" not in link
+
+
+# Not unfinished markup, or not markup at all: shown while streaming just as when finished.
+LEFT_ALONE = {
+    "list bullet": "* item",
+    "list bullets": "Steps:\n* one\n* two",
+    "arithmetic": "2 * 3 = 6 and 4*5",
+    "power": "2**8 is 256",
+    "snake_case": "my_var and snake_case_name",
+    "leading underscore": "call _private_name",
+    "tilde": "about ~5 minutes",
+    "closed markup": "**bold**, *it*, ~~old~~, `code`, [a](https://example.com/x).",
+    "code span": "Use `**kwargs` and `a[0]`",
+    "open fence": "```python\nx = 2 ** [3\ny = _z",
+    "open fence, tildes": "~~~\n**x *y [z",
+    "closed fence": "```\n**x\n```",
+    "fence in a list": "- step:\n\n  ```sh\n  echo **x [y",
+    "indented code": "Code:\n\n    x = **y [z",
+    "open formula": "Energy $$E = m_1 * c^2 **",
+    "display formula": "$$\na_1 * b_2\n\n[c **d",
+    "rule": "Text\n\n***",
+    "rule, spaced": "* * *",
+    "setext heading": "Title **x\n---",
+    "earlier paragraph": "Left **open\n\nNew paragraph.",
+    "earlier list item": "- left **open\n- next",
+    "quote after text": "left **open\n> quoted",
+}
+
+
+@pytest.mark.parametrize("text", LEFT_ALONE.values(), ids=LEFT_ALONE.keys())
+def test_streaming_leaves_code_math_and_plain_symbols_alone(text: str) -> None:
+    assert render(text, streaming=True) == render(text)
+
+
+def test_code_spans_close_without_touching_their_content() -> None:
+    assert render("Use `**kwargs", streaming=True) == render("Use `**kwargs`")
+    assert render("Use `a_b [c", streaming=True) == render("Use `a_b [c`")
+
+
+ANSWERS = [
+    """## Installing **Arena**
+
+To get started, install it with `pip install arena` and read
+[the quick-start guide](https://example.com/docs/start?ref=a_b). You need:
+
+- **Python 3.11** or newer (check with `python --version`)
+- a *working* C compiler, for ~~old~~ native wheels
+- about 2 * 3 = 6 minutes, and my_var stays as written
+
+1. **Clone** the repository.
+2. Run the __setup__ script: `./setup.sh --with-extras`.
+
+```python
+def power(base, exp):
+    return base ** exp  # e.g. items[0] ** 2
+```
+
+> **Note:** the `snake_case_names` are _kept_.
+
+Done! See ![the diagram](https://example.com/d.png) for _details_.
+""",
+    """| Method | Cost |
+|:--|--:|
+| **Bubble** sort | n squared |
+| *Merge* sort | `n log n` |
+
+The energy is $$E = m c^2 * k_1$$ and **not** more.
+
+$$
+a_1 * b_2 = c
+$$
+
+Use **`code` in bold** and *emphasis with [a link](https://example.com/x_(y))*.
+""",
+    """Here's a plan:
+
+* **First**, gather the _requirements_.
+    * Talk to __users__.
+    * Read ~~everything~~ the important parts.
+* **Then** write it up: see the [template](https://example.com/t "Template").
+
+> *Tip:* keep it **short**,
+> and ***very*** clear.
+
+That's all, *really*.""",
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=["setup", "table and math", "plan"])
+def test_no_prefix_shows_half_formed_markup(answer: str) -> None:
+    final = render(answer)
+    shown = Prose(final).text
+    for mark in ("**", "__", "~~", "`", "["):
+        assert mark not in shown, mark  # so none may show while it streams either
+    assert render(answer, streaming=True) == final  # finished markup is left as it is
+    for end in range(1, len(answer)):
+        out = render(answer[:end], streaming=True)
+        prefix = Prose(out).text
+        for mark in ("**", "__", "~~", "`", "["):
+            assert mark not in prefix, (answer[:end], prefix)
+        assert_safe(out)
+
+
+def test_a_finished_answer_renders_as_written() -> None:
+    assert "**Point" in render("Hi **Point")  # done: what was written is what is shown
+    assert "[the docs" in render("See [the docs")
+    for text in [*ANSWERS, *AS_FINISHED]:
+        expected = "".join(rendering._render_block(block, False) for block in blocks(text))
+        assert render(text) == rendering.WRAP + expected + "</div>"
