@@ -71,6 +71,7 @@ class RevealedSide:
     description: str
     unreleased: bool
     reasoning: tuple[str | None, ...]  # per turn
+    cut_short: tuple[bool, ...] = ()  # per turn: stopped by the token limit (issue 9)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,28 @@ class Reveal:
     outcome: Outcome
     a: RevealedSide
     b: RevealedSide
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a reloaded page gets back (issue 9): the battle to show again, or, with `view`
+    None, a plain word that the battle was lost."""
+
+    view: BattleView | None
+    notice: str
+
+
+RESUMED = "Welcome back: here is your battle. Vote, or ask a follow-up."
+RESUMED_NO_TURNS = "Welcome back: here is your battle. Which answer is better?"
+LOST = (
+    "Your last battle was still being answered when the page closed, and it could not be "
+    "kept. Type a prompt to start a new one."
+)
+# A battle cut off mid-answer is reported as lost for this long after; later it is old news.
+LOST_NOTICE_SECONDS = 300.0
+# A reloaded page waits this long for a battle still answering elsewhere to finish.
+RESUME_WAIT_SECONDS = 30.0
+RESUME_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -196,6 +219,19 @@ def _past_turns(rows: Sequence[Mapping[str, Any]], side: Side) -> list[TurnView]
             )
         )
     return views
+
+
+def _cut_off_lately(battle: BattleRecord, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Was this abandoned battle cut off mid-answer (its last turn has no answers) a moment
+    ago? Then the voter who reloads is told it was lost, not shown an empty page."""
+    if battle.updated_at is None:
+        return False
+    updated = battle.updated_at
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=UTC)
+    recent = (datetime.now(UTC) - updated).total_seconds() < LOST_NOTICE_SECONDS
+    answered = any(r["role"] == "assistant" and r["turn"] == battle.turns for r in rows)
+    return recent and not answered
 
 
 def _history(rows: Sequence[Mapping[str, Any]], side: Side) -> list[ChatMessage]:
@@ -333,6 +369,15 @@ class BattleService:
     def config(self) -> ArenaConfig:
         """The registry as it is now; an operation reads it once and keeps that copy."""
         return self.registry.current
+
+    def prompt_refusal(self, prompt: str) -> str | None:
+        """Why this prompt would be refused on its own (empty, too long, broken text), or None;
+        costs no quota and writes nothing."""
+        try:
+            check_text(prompt, self.config.max_prompt_chars)
+        except TurnRejected as err:
+            return str(err)
+        return None
 
     async def _admit_prompt(
         self,
@@ -495,13 +540,29 @@ class BattleService:
                 f"Unknown vote {outcome!r}; expected one of " + ", ".join(o.value for o in Outcome)
             ) from None
         battle = await asyncio.to_thread(self.store.battle, battle_id)
+        if battle.status is BattleState.VOTED and await self._same_vote(battle, voter, outcome):
+            # A double click, or a reloaded page voting again: the same answer, nothing new.
+            return await self._reveal(battle, outcome)
         if refusal := vote_refusal(battle, voter.id):
             raise VoteRejected(refusal)  # before the limits count it
         await self.identity.admit(voter, Action.VOTE)
-        battle = await asyncio.to_thread(
-            self.store.record_vote, battle_id, outcome, voter.id, voter.ip_hash
-        )
-        # The vote is committed: only now may the names leave the server.
+        try:
+            battle = await asyncio.to_thread(
+                self.store.record_vote, battle_id, outcome, voter.id, voter.ip_hash
+            )
+        except VoteRejected:
+            if not await self._same_vote(battle, voter, outcome):
+                raise
+            # Two clicks at once: the other one committed this same vote.
+        return await self._reveal(battle, outcome)
+
+    async def _same_vote(self, battle: BattleRecord, voter: Voter, outcome: Outcome) -> bool:
+        prior = await asyncio.to_thread(self.store.vote, battle.id)
+        return prior is not None and prior.voter_id == voter.id and prior.outcome is outcome
+
+    async def _reveal(self, battle: BattleRecord, outcome: Outcome) -> Reveal:
+        """The names, for a battle whose vote is committed: only now may they leave the server."""
+        battle_id = battle.id
         rows = await asyncio.to_thread(self.store.messages, battle_id)
         return Reveal(
             battle_id=battle_id,
@@ -509,6 +570,39 @@ class BattleService:
             a=self._revealed(battle, Side.A, rows),
             b=self._revealed(battle, Side.B, rows),
         )
+
+    async def resume(self, voter: Voter) -> Resumed | None:
+        """The voter's unvoted battle, for a page that was reloaded or closed and opened again.
+        A battle still answering (its stream belongs to the closed page, which may or may not
+        still be running it) is waited for a while, then shown or reported as lost."""
+        config = self.config
+        since = datetime.now(UTC) - timedelta(minutes=config.abandon_after_minutes)
+        waited = 0.0
+        while True:
+            battle = await asyncio.to_thread(self.store.latest_battle, voter.id, since)
+            if battle is None or battle.status is not BattleState.ANSWERING:
+                break
+            if waited >= RESUME_WAIT_SECONDS:
+                return Resumed(None, LOST)
+            await asyncio.sleep(RESUME_POLL_SECONDS)
+            waited += RESUME_POLL_SECONDS
+        if battle is None or battle.status not in (
+            BattleState.AWAITING_VOTE,
+            BattleState.ABANDONED,
+        ):
+            return None
+        rows = await asyncio.to_thread(self.store.messages, battle.id)
+        if battle.status is BattleState.ABANDONED:
+            return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None
+        turns_left = max(0, config.max_turns - battle.turns)
+        view = BattleView(
+            battle_id=battle.id,
+            state=BattleState.AWAITING_VOTE,
+            a=tuple(_past_turns(rows, Side.A)),
+            b=tuple(_past_turns(rows, Side.B)),
+            turns_left=turns_left,
+        )
+        return Resumed(view, RESUMED if turns_left else RESUMED_NO_TURNS)
 
     def _revealed(
         self, battle: BattleRecord, side: Side, rows: Sequence[Mapping[str, Any]]
@@ -518,18 +612,15 @@ class BattleService:
             entry: ModelEntry | None = self.config.model(name)
         except KeyError:  # removed from the registry since the battle began
             entry = None
-        reasoning = tuple(
-            row["reasoning"]
-            for row in rows
-            if row["side"] == side.value and row["role"] == "assistant"
-        )
+        answers = [row for row in rows if row["side"] == side.value and row["role"] == "assistant"]
         return RevealedSide(
             model=name,
             organization=entry.organization if entry else "",
             license=entry.license if entry else "",
             description=entry.description if entry else "",
             unreleased=entry.unreleased if entry else False,
-            reasoning=reasoning,
+            reasoning=tuple(row["reasoning"] for row in answers),
+            cut_short=tuple(row["finish_reason"] == "length" for row in answers),
         )
 
     async def sweep(self) -> int:

@@ -106,6 +106,8 @@ battles = sa.Table(
     sa.CheckConstraint("model_a <> model_b", name="distinct_models"),
     sa.CheckConstraint("source IN ('arena', 'import')", name="source"),
     sa.Index("ix_battles_created_at", "created_at"),
+    # A reloaded page finds its voter's unvoted battle (issue 9).
+    sa.Index("ix_battles_voter", "voter_id", "created_at"),
 )
 
 messages = sa.Table(

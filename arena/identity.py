@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 VOTER_COOKIE = "arena_voter"
 COOKIE_MAX_AGE = 365 * 24 * 3600
+# The id of a voter without a valid cookie starts with this: it is one page session's only.
+SESSION_VOTER = "s-"
 _SIG_CHARS = 22  # 132 bits of an HMAC-SHA256, base64url
 BAN_REFRESH = 10.0  # seconds a process may serve with a stale copy of the ban list
 
@@ -251,7 +253,7 @@ class Identity:
         voter_id = self.verify_cookie(cookies.get(VOTER_COOKIE))
         if voter_id is None:
             basis = session or secrets.token_urlsafe(16)
-            voter_id = "s-" + self._sign("session:" + basis)
+            voter_id = SESSION_VOTER + self._sign("session:" + basis)
         return Voter(id=voter_id, ip_hash=self.ip_hash(self.client_ip(peer, headers)))
 
     # -- bans and limits ----------------------------------------------------------------------

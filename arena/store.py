@@ -77,6 +77,7 @@ class BattleRecord:
     flags: Mapping[str, Any]
     created_at: datetime
     categories: tuple[str, ...] = ()
+    updated_at: datetime | None = None
 
     def model(self, side: Side) -> str:
         return self.model_a if side is Side.A else self.model_b
@@ -226,6 +227,7 @@ class Store:
             flags=row.flags or {},
             created_at=row.created_at,
             categories=tuple(row.categories or ()),
+            updated_at=row.updated_at,
         )
 
     @staticmethod
@@ -409,6 +411,18 @@ class Store:
                     )
             count += len(rows)
             after = rows[-1].id
+
+    def latest_battle(self, voter_id: str, since: datetime) -> BattleRecord | None:
+        """This voter's newest battle begun since `since`: what a reloaded page looks for
+        (issue 9)."""
+        with self.engine.connect() as conn:
+            battle_id = conn.scalar(
+                sa.select(db.battles.c.id)
+                .where(db.battles.c.voter_id == voter_id, db.battles.c.created_at >= since)
+                .order_by(db.battles.c.created_at.desc())
+                .limit(1)
+            )
+            return None if battle_id is None else self._battle(conn, battle_id)
 
     def messages(self, battle_id: str) -> list[Mapping[str, Any]]:
         with self.engine.connect() as conn:

@@ -118,7 +118,9 @@ def test_new_battle_abandons_unvoted(arena_server, demo_registry: dict, sqlite_u
     c = client(url)
     last_outputs(c, "first")
     chat_a, chat_b, _, status, _ = c.predict(api_name="/new_battle")
-    assert chat_a == [] and chat_b == [] and status == ""
+    # Updates, which also put back the panes' plain labels after a reveal named the models.
+    assert chat_a["value"] == [] and chat_b["value"] == [] and status == ""
+    assert (chat_a["label"], chat_b["label"]) == ("Model A", "Model B")
     engine = db.make_engine(sqlite_url)
     with engine.connect() as conn:
         statuses = conn.execute(sa.select(db.battles.c.status)).scalars().all()
@@ -128,3 +130,14 @@ def test_new_battle_abandons_unvoted(arena_server, demo_registry: dict, sqlite_u
     last_outputs(c, "second")  # and a fresh battle can start
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.battles)).scalar() == 2
+
+
+def test_a_script_gets_refusals_as_errors(arena_server, demo_registry: dict) -> None:  # type: ignore[no-untyped-def]
+    # The page's checks run in a Gradio validator (issue 9); a script sees its refusal too.
+    url, _ = arena_server(demo_registry)
+    c = client(url)
+    with pytest.raises(Exception, match="Type a message first"):
+        c.predict("   ", api_name="/ask")
+    with pytest.raises(Exception, match="too long"):
+        c.predict("x" * 9000, api_name="/ask")
+    assert "Which answer is better?" in last_outputs(c, "now a real one")[3]

@@ -154,8 +154,10 @@ async def test_vote_limit_per_voter(demo_url: str, sqlite_url: str) -> None:
     with pytest.raises(VoteRejected, match="another session"):
         await svc.vote(first, Voter("intruder"), "a")
     await svc.vote(first, voter, "a")
+    again = await svc.vote(first, voter, "a")  # a double click: the reveal again, not counted
+    assert again.outcome == "a"
     with pytest.raises(VoteRejected, match="already has a vote"):  # refused, not counted
-        await svc.vote(first, voter, "a")
+        await svc.vote(first, voter, "b")
     with pytest.raises(RateLimited, match="at most 1 vote a day per person"):
         await svc.vote(second, voter, "a")
     assert counts(svc.store.engine)["votes"] == 1

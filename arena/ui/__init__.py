@@ -26,7 +26,7 @@ def build(app: App) -> gr.Blocks:
         )
         with gr.Tabs():
             with gr.Tab("⚔️ Arena", id="arena"):
-                arena_tab(app)
+                arena_tab(app, blocks)
             with gr.Tab("🏆 Leaderboard", id="leaderboard") as tab:
                 refresh = leaderboard_tab(app)
         # Read the newest snapshot whenever the tab is opened; not at page load, which would
@@ -48,11 +48,13 @@ def build(app: App) -> gr.Blocks:
 def mount(app: App) -> None:
     blocks = build(app)
     css = STATIC / "arena.css"
+    script = (STATIC / "arena.js").read_text(encoding="utf-8")
     gr.mount_gradio_app(
         app.asgi,
         blocks,
         path="/",
         css_paths=[css] if css.exists() else None,
+        head=f"<script>{script}</script>",  # counter, prompt checks, vote keys (issue 9)
         footer_links=["api"],
         show_error=False,  # gr.Error messages still show; other exceptions stay server-side
         run_history=False,  # battles are not kept in the browser's storage

@@ -15,7 +15,7 @@ import gradio as gr
 
 from arena.battles import BattleView, Reveal, RevealedSide, TurnView
 from arena.errors import ArenaError
-from arena.identity import Identity, Voter
+from arena.identity import SESSION_VOTER, Identity, Voter
 from arena.lifecycle import BattleState, Outcome
 from arena.render import inline, plain, render
 
@@ -55,8 +55,38 @@ def voter_of(identity: Identity, request: gr.Request | None) -> Voter:
     )
 
 
+def _thinking(
+    turn: TurnView, reasoning: str | None, revealed: bool, remote_images: bool
+) -> dict[str, Any]:
+    """A turn's reasoning: after the vote, a collapsed box with its text. Before, one plain
+    line: there is nothing to open, and a box opened then would stay open after the vote
+    (Gradio keeps a box's state by its place in the pane; a plain line becoming a box starts
+    closed). Issue 9."""
+    seconds = turn.thinking_seconds or 0.0
+    if revealed:
+        return {
+            "role": "assistant",
+            "content": render(reasoning, remote_images=remote_images)
+            if reasoning
+            else "(no reasoning text)",
+            "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
+        }
+    if turn.thinking:
+        line = f"💭 Thinking… {seconds:.0f} s"
+    else:
+        line = f"💭 Thought for {seconds:.1f} s. The reasoning is shown after you vote."
+    return {"role": "assistant", "content": plain(line)}
+
+
+CUT_SHORT = "✂️ This answer was cut short: the model reached its token limit."
+
+
 def _turn_messages(
-    turn: TurnView, reasoning: str | None, revealed: bool, remote_images: bool = False
+    turn: TurnView,
+    reasoning: str | None,
+    revealed: bool,
+    remote_images: bool = False,
+    cut_short: bool = False,
 ) -> list[dict[str, Any]]:
     """One turn as chat messages. Text from people and models goes through arena.render:
     safe HTML that the page shows as is (docs/security.md)."""
@@ -64,38 +94,14 @@ def _turn_messages(
         {"role": "user", "content": render(turn.prompt, remote_images=remote_images)}
     ]
     if turn.thinking_seconds is not None:
-        seconds = turn.thinking_seconds
-        if revealed:
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": render(reasoning, remote_images=remote_images)
-                    if reasoning
-                    else "(no reasoning text)",
-                    "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
-                }
-            )
-        elif turn.thinking:
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": "The reasoning is shown after you vote.",
-                    "metadata": {"title": f"Thinking… {seconds:.0f} s", "status": "pending"},
-                }
-            )
-        else:
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": "The reasoning is shown after you vote.",
-                    "metadata": {"title": f"Thought for {seconds:.1f} s", "status": "done"},
-                }
-            )
+        out.append(_thinking(turn, reasoning, revealed, remote_images))
     if turn.error:
         out.append({"role": "assistant", "content": plain(f"⚠️ {turn.error}")})
     elif turn.content:
         content = render(turn.content, remote_images=remote_images, streaming=not turn.done)
         out.append({"role": "assistant", "content": content})
+        if revealed and cut_short:  # after the vote only: a length limit can hint at a model
+            out.append({"role": "assistant", "content": plain(CUT_SHORT)})
     elif not turn.done and not turn.thinking:
         out.append({"role": "assistant", "content": "…"})
     return out
@@ -109,29 +115,60 @@ def chat_messages(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i, turn in enumerate(turns):
-        reasoning = None
+        reasoning, cut_short = None, False
         if revealed is not None and i < len(revealed.reasoning):
             reasoning = revealed.reasoning[i]
-        out.extend(_turn_messages(turn, reasoning, revealed is not None, remote_images))
+        if revealed is not None and i < len(revealed.cut_short):
+            cut_short = revealed.cut_short[i]
+        out.extend(_turn_messages(turn, reasoning, revealed is not None, remote_images, cut_short))
     return out
 
 
-def _status(view: BattleView) -> str:
+def _status(view: BattleView, notice: str = "") -> str:
+    lead = f"{notice} " if notice else ""
     if view.state is BattleState.ANSWERING:
-        return "Both models are answering…"
+        return lead + "Both models are answering…"
     if view.state is BattleState.AWAITING_VOTE:
         more = (
             f" or ask a follow-up ({view.turns_left} left)"
             if view.turns_left > 0
             else " (no follow-ups left)"
         )
-        return f"**Which answer is better?** Vote below{more}."
+        return f"{lead}**Which answer is better?** Vote below{more}."
     if view.state is BattleState.FAILED:
         return (
             "A side failed to answer, so this battle cannot be voted on. "
             "Press **New battle** to try again."
         )
-    return ""
+    return lead
+
+
+PLACEHOLDER = "Type your prompt and press Enter"
+
+
+def _placeholder(view: BattleView | None, voted: bool = False) -> str:
+    """What the prompt box says it is for, in every state of the battle (issue 9)."""
+    if voted:
+        return "Press New battle to play again"
+    if view is None:
+        return PLACEHOLDER
+    if view.state is BattleState.ANSWERING:
+        return "Wait for both answers…"
+    if view.state is BattleState.AWAITING_VOTE and view.turns_left > 0:
+        return f"Ask a follow-up ({view.turns_left} left), or vote above"
+    if view.state is BattleState.AWAITING_VOTE:
+        return "No follow-ups left: vote above, or press New battle"
+    return "Press New battle to try again"
+
+
+# Keys that vote when the focus is not in the prompt box (arena/static/arena.js).
+VOTE_KEYS = {Outcome.A: "A", Outcome.B: "B", Outcome.TIE: "T", Outcome.BOTH_BAD: "X"}
+VOTE_LABELS = {
+    Outcome.A: "👈 A is better",
+    Outcome.B: "👉 B is better",
+    Outcome.TIE: "🤝 Tie",
+    Outcome.BOTH_BAD: "👎 Both are bad",
+}
 
 
 def _plain(text: str) -> str:
@@ -161,8 +198,13 @@ def reveal_markdown(reveal: Reveal, remote_images: bool = False) -> str:
     )
 
 
-def arena_tab(app: App) -> None:
-    """The battle page's components and events, inside the caller's Blocks."""
+def arena_tab(app: App, blocks: gr.Blocks) -> None:
+    """The battle page's components and events, inside the caller's Blocks.
+
+    A refusal (an empty or too-long prompt, a limit, a vote too many) shows as a message and
+    leaves the battle on screen as it was (issue 9): the prompt's own checks run in a Gradio
+    validator, whose message sits under the box; any other refusal is a `gr.Error` toast, and
+    its progress marker goes to an invisible component, not over the panes."""
     battles = app.battles
     config = app.config
     images = config.security.remote_images  # may answers load images (arena.render)?
@@ -173,13 +215,9 @@ def arena_tab(app: App) -> None:
             elem_classes=["arena-demo-banner"],
         )
 
-    def closed(left: Session) -> None:
-        # Gradio drops a closed tab's state after a grace period; an unvoted battle
-        # left behind is marked abandoned so it is not counted as pending forever.
-        if left.battle_id and left.reveal is None:
-            battles.abandon_now(left.battle_id)
-
-    session = gr.State(Session(), delete_callback=closed)
+    # No delete callback: a closed tab's battle stays for its voter to come back to (the page
+    # gives it back at load); the sweeper closes it after `abandon_after_minutes`.
+    session = gr.State(Session())
     with gr.Row(equal_height=True):
         chat_a, chat_b = (
             gr.Chatbot(
@@ -202,28 +240,40 @@ def arena_tab(app: App) -> None:
     status = gr.Markdown("", elem_id="status")
     with gr.Row(visible=False, elem_id="vote-row") as vote_row:
         vote_buttons = {
-            Outcome.A: gr.Button("👈 A is better", elem_id="vote-a"),
-            Outcome.B: gr.Button("👉 B is better", elem_id="vote-b"),
-            Outcome.TIE: gr.Button("🤝 Tie", elem_id="vote-tie"),
-            Outcome.BOTH_BAD: gr.Button("👎 Both are bad", elem_id="vote-both-bad"),
+            outcome: gr.Button(
+                f"{label} ({VOTE_KEYS[outcome]})",
+                elem_id=f"vote-{outcome.value.replace('_', '-')}",
+            )
+            for outcome, label in VOTE_LABELS.items()
         }
     reveal = gr.Markdown(
         "", visible=False, elem_id="reveal", sanitize_html=True, latex_delimiters=LATEX
     )
     with gr.Row():
         prompt = gr.Textbox(
-            placeholder="Type your prompt and press Enter",
+            placeholder=PLACEHOLDER,
             show_label=False,
             scale=8,
             max_lines=8,
             elem_id="prompt",
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+    # The character counter and the browser's own prompt checks (arena/static/arena.js).
+    gr.HTML(
+        f'<div id="prompt-meter" data-max="{config.max_prompt_chars}" aria-live="polite"></div>',
+        elem_id="prompt-meter-box",
+        padding=False,
+    )
     new = gr.Button("🔄 New battle", elem_id="new-battle")
+    # Where Gradio draws the progress and "Error" markers of these events: nowhere visible.
+    # The status line says what is happening, and refusals are toasts (issue 9).
+    marker = gr.HTML("", visible=False, elem_id="event-marker")
 
     outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
+    # No concurrency limit: one voter's battle never waits for another's.
+    quiet: dict[str, Any] = {"show_progress_on": [marker], "concurrency_limit": None}
 
-    def render(view: BattleView, changed: bool = True) -> tuple[Any, ...]:
+    def render(view: BattleView, changed: bool = True, notice: str = "") -> tuple[Any, ...]:
         """`changed=False`: only the chats moved; everything else is skipped, because
         Gradio rebuilds a component's config for every update it is sent."""
         if not changed:
@@ -237,13 +287,25 @@ def arena_tab(app: App) -> None:
         return (
             chat_messages(view.a, remote_images=images),
             chat_messages(view.b, remote_images=images),
-            gr.update(value="", interactive=can_type),
+            gr.update(value="", interactive=can_type, placeholder=_placeholder(view)),
             gr.update(interactive=can_type),
             gr.update(visible=view.state is BattleState.AWAITING_VOTE),
-            _status(view),
+            _status(view, notice),
             gr.update(value="", visible=False),
             Session(battle_id=view.battle_id, view=view),
         )
+
+    def check_prompt(text: str, current: Session) -> list[Any]:
+        """The checks a prompt can fail before anything counts: shown under the box, with
+        the text kept for editing. `ask` checks again (a script need not call this)."""
+        view = current.view
+        why = battles.prompt_refusal(text)
+        if why is None and view is not None and current.reveal is None:
+            if view.state is BattleState.ANSWERING:
+                why = "Wait for both answers before sending another message."
+            elif view.state is BattleState.AWAITING_VOTE and view.turns_left == 0:
+                why = "No follow-ups left in this battle: vote, or press New battle."
+        return [gr.validate(why is None, why or ""), gr.validate(True, "")]
 
     async def ask(
         text: str, current: Session, request: gr.Request
@@ -260,23 +322,30 @@ def arena_tab(app: App) -> None:
                 yield render(view, changed=view.state is not last_state)
                 last_state = view.state
         except ArenaError as err:
-            raise gr.Error(str(err)) from None
+            # A refusal is one line in the log at most, and no traceback (issue 9).
+            raise gr.Error(str(err), print_exception=False) from None
 
     def voter_for(outcome: Outcome) -> Any:
         async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
             if not current.battle_id or current.view is None:
-                raise gr.Error("There is no battle to vote on yet.")
+                raise gr.Error("There is no battle to vote on yet.", print_exception=False)
             try:
                 result = await battles.vote(
                     current.battle_id, voter_of(app.identity, request), outcome
                 )
             except ArenaError as err:
-                raise gr.Error(str(err)) from None
+                raise gr.Error(str(err), print_exception=False) from None
             view = current.view
             return (
-                chat_messages(view.a, result.a, remote_images=images),
-                chat_messages(view.b, result.b, remote_images=images),
-                gr.update(value="", interactive=False),
+                gr.update(
+                    value=chat_messages(view.a, result.a, remote_images=images),
+                    label=f"Model A: {result.a.model}",
+                ),
+                gr.update(
+                    value=chat_messages(view.b, result.b, remote_images=images),
+                    label=f"Model B: {result.b.model}",
+                ),
+                gr.update(value="", interactive=False, placeholder=_placeholder(view, True)),
                 gr.update(interactive=False),
                 gr.update(visible=False),
                 "Thanks for voting! Press **New battle** to play again.",
@@ -290,18 +359,33 @@ def arena_tab(app: App) -> None:
     async def new_battle(current: Session) -> tuple[Any, ...]:
         if current.battle_id and current.reveal is None:
             await battles.abandon(current.battle_id)
+        return _empty()
+
+    def _empty(notice: str = "") -> tuple[Any, ...]:
         return (
-            [],
-            [],
-            gr.update(value="", interactive=True),
+            gr.update(value=[], label="Model A"),
+            gr.update(value=[], label="Model B"),
+            gr.update(value="", interactive=True, placeholder=PLACEHOLDER),
             gr.update(interactive=True),
             gr.update(visible=False),
-            "",
+            notice,
             gr.update(value="", visible=False),
             Session(),
         )
 
-    # No concurrency limit: one voter's battle never waits for another's.
+    async def resume(request: gr.Request) -> tuple[Any, ...]:
+        """A reloaded page gets its voter's unvoted battle back (issue 9). The battle is
+        looked up by the voter's cookie, so it is nobody else's."""
+        voter = voter_of(app.identity, request)
+        found = None
+        if not voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
+            found = await battles.resume(voter)
+        if found is None:
+            return tuple(gr.skip() for _ in outputs)
+        if found.view is None:
+            return _empty(found.notice)
+        return render(found.view, notice=found.notice)
+
     # One event for Send and Enter, so a session streams one battle at a time.
     asking = gr.on(
         [send.click, prompt.submit],
@@ -309,23 +393,14 @@ def arena_tab(app: App) -> None:
         [prompt, session],
         outputs,
         api_name="ask",
-        concurrency_limit=None,
+        validator=check_prompt,
+        **quiet,
     )
     for outcome, button in vote_buttons.items():
         button.click(
-            voter_for(outcome),
-            [session],
-            outputs,
-            api_name=f"vote_{outcome.value}",
-            concurrency_limit=None,
+            voter_for(outcome), [session], outputs, api_name=f"vote_{outcome.value}", **quiet
         )
     # Cancelling a streaming battle runs its abandon path; without it the old battle
     # would keep streaming into the panes of the new one.
-    new.click(
-        new_battle,
-        [session],
-        outputs,
-        api_name="new_battle",
-        concurrency_limit=None,
-        cancels=[asking],
-    )
+    new.click(new_battle, [session], outputs, api_name="new_battle", cancels=[asking], **quiet)
+    blocks.load(resume, None, outputs, api_visibility="private", **quiet)

@@ -1,0 +1,139 @@
+"""A reloaded page gets its battle back, a double click votes once, and a cut-short answer is
+told apart (issue 9), through the battle service over the demo server and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from arena import battles as battles_module
+from arena import db
+from arena.battles import LOST, RESUMED, RESUMED_NO_TURNS
+from arena.errors import VoteRejected
+from arena.identity import Voter
+from arena.lifecycle import BattleState, Outcome
+from tests.servers import demo_config_data
+from tests.test_battles import play, service
+
+
+async def test_an_unvoted_battle_comes_back_to_its_voter_only(
+    demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", None)
+    final = (await play(svc, voter, "What is a monad?"))[-1]
+    assert await svc.resume(Voter("v2", None)) is None  # another voter's cookie gets nothing
+    back = await svc.resume(voter)
+    assert back is not None and back.view is not None and back.notice == RESUMED
+    assert back.view.battle_id == final.battle_id
+    assert back.view.state is BattleState.AWAITING_VOTE
+    assert [t.content for t in back.view.a] == [t.content for t in final.a]
+    assert [t.prompt for t in back.view.b] == ["What is a monad?"]
+    assert back.view.turns_left == final.turns_left == 2
+    # The view carries no name: it is what the page showed before the reload.
+    battle = svc.store.battle(final.battle_id)
+    assert battle.model_a not in repr(back.view) and battle.model_b not in repr(back.view)
+    # The vote still works, and another voter cannot cast it.
+    with pytest.raises(VoteRejected, match="another session"):
+        await svc.vote(final.battle_id, Voter("v2", None), Outcome.A)
+    reveal = await svc.vote(final.battle_id, voter, Outcome.A)
+    assert reveal.a.model == battle.model_a
+    assert await svc.resume(voter) is None  # voted: nothing to give back
+
+
+async def test_a_battle_with_no_follow_ups_left_comes_back_to_be_voted(
+    demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url, max_turns=1))
+    voter = Voter("v1", None)
+    await play(svc, voter, "Hi")
+    back = await svc.resume(voter)
+    assert back is not None and back.view is not None
+    assert back.view.turns_left == 0 and back.notice == RESUMED_NO_TURNS
+
+
+async def test_a_battle_cut_off_mid_answer_is_told_as_lost(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    stream = svc.start(voter, "Tell me a long story")
+    await anext(stream)  # answering
+    await stream.aclose()  # the page went away: the battle is abandoned mid-answer
+    back = await svc.resume(voter)
+    assert back is not None and back.view is None and back.notice == LOST
+    # An old cut-off battle is old news: the page starts empty.
+    with svc.store.engine.begin() as conn:
+        conn.execute(db.battles.update().values(updated_at=datetime.now(UTC) - timedelta(hours=1)))
+    assert await svc.resume(voter) is None
+
+
+async def test_a_battle_still_answering_is_waited_for(
+    slow_demo_url: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    views = svc.start(voter, "Tell me a story")
+    first = await anext(views)
+
+    async def finish() -> None:
+        async for _ in views:
+            pass
+
+    streaming = asyncio.create_task(finish())  # the old page's stream, still running
+    back = await svc.resume(voter)  # waits for it to finish
+    await streaming
+    assert back is not None and back.view is not None
+    assert back.view.battle_id == first.battle_id
+    # A stream that never finishes (its process died) is reported lost once the wait is over.
+    monkeypatch.setattr(battles_module, "RESUME_WAIT_SECONDS", 0.0)
+    stuck = [v async for v in svc.start(voter, "And another")][-1]
+    with svc.store.engine.begin() as conn:
+        conn.execute(
+            db.battles.update()
+            .where(db.battles.c.id == stuck.battle_id)
+            .values(status=BattleState.ANSWERING.value)
+        )
+    lost = await svc.resume(voter)
+    assert lost is not None and lost.view is None and lost.notice == LOST
+
+
+async def test_a_double_click_votes_once(demo_url: str, sqlite_url: str) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", None)
+    final = (await play(svc, voter, "Hi"))[-1]
+    first, again = await asyncio.gather(
+        svc.vote(final.battle_id, voter, Outcome.B), svc.vote(final.battle_id, voter, Outcome.B)
+    )
+    assert first == again and first.outcome is Outcome.B
+    with pytest.raises(VoteRejected, match="already has a vote"):
+        await svc.vote(final.battle_id, voter, Outcome.A)  # a different vote is refused
+    with svc.store.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(db.votes)) == 1
+
+
+async def test_an_answer_cut_short_by_its_token_limit_is_stored_and_revealed_as_such(
+    demo_url: str, sqlite_url: str
+) -> None:
+    data = demo_config_data(demo_url, {"short": "verbose", "full": "terse"})
+    data["models"][0]["params"] = {"max_tokens": 12}
+    svc = service(sqlite_url, data)
+    voter = Voter("v1", None)
+    final = (await play(svc, voter, "Explain tides"))[-1]
+    battle = svc.store.battle(final.battle_id)
+    reveal = await svc.vote(final.battle_id, voter, Outcome.TIE)
+    short = reveal.a if battle.model_a == "short" else reveal.b
+    full = reveal.b if short is reveal.a else reveal.a
+    assert short.cut_short == (True,) and full.cut_short == (False,)
+    with svc.store.engine.connect() as conn:
+        reasons = dict(
+            conn.execute(
+                sa.select(db.messages.c.model, db.messages.c.finish_reason).where(
+                    db.messages.c.role == "assistant"
+                )
+            ).all()
+        )
+    assert reasons == {"short": "length", "full": "stop"}

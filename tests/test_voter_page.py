@@ -1,0 +1,187 @@
+"""The voter's slips, in headless Chromium (issue 9): a refused input leaves the battle as it
+was, a reload gives the battle back, and the page says what it is doing.
+
+Skips where Chromium is not installed (Debian package `chromium`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from arena import db
+from tests.servers import demo_config_data
+from tests.test_browser import CHROMIUM, FLAGS
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+
+TWO = {"contestant-xylo": "terse", "contestant-zeta": "verbose"}
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def new_page(browser: Any, width: int = 1280) -> Any:
+    """A page in a fresh context: a voter of its own, with a cookie of its own."""
+    return browser.new_context(viewport={"width": width, "height": 900}).new_page()
+
+
+def battle_to_vote(page: Any, url: str, prompt: str = "Why is the sky blue?") -> None:
+    page.goto(url + "/")
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#prompt textarea").press("Enter")
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+
+
+def panes(page: Any) -> str:
+    return page.locator("#chat-a").inner_text() + page.locator("#chat-b").inner_text()
+
+
+def error_badges(page: Any) -> int:
+    """Gradio's red "Error" markers drawn over a component whose event failed."""
+    badges = page.locator("[data-testid='status-tracker'] .error", has_text="Error")
+    return int(badges.filter(visible=True).count())
+
+
+def label(page: Any, side: str) -> str:
+    return str(page.locator(f"#chat-{side} [data-testid='block-label']").inner_text()).strip()
+
+
+def outcomes(database_url: str) -> list[tuple[str, str]]:
+    with db.make_engine(database_url).connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(db.votes.c.battle_id, db.votes.c.outcome))]
+
+
+def test_enter_on_nothing_mid_battle_keeps_the_battle(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, browser
+) -> None:
+    url, _ = arena_server(demo_config_data(demo_url, TWO))
+    page = new_page(browser)
+    battle_to_vote(page, url)
+    before = panes(page)
+    box = page.locator("#prompt textarea")
+    box.fill("   ")
+    box.press("Enter")
+    page.locator("#prompt-meter", has_text="Type a prompt first").wait_for(timeout=10_000)
+    page.wait_for_timeout(500)  # a request sent anyway would have answered by now
+    assert panes(page) == before and error_badges(page) == 0
+    assert page.locator("#vote-a").is_visible()
+    page.locator("#vote-a").click()
+    page.locator("#reveal").get_by_text("Your vote: A is better").wait_for(timeout=20_000)
+    assert [o for _, o in outcomes(sqlite_url)] == ["a"]
+
+
+def test_a_too_long_prompt_stays_in_the_box_with_the_reason(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, browser
+) -> None:
+    url, _ = arena_server(demo_config_data(demo_url, TWO, max_prompt_chars=50))
+    page = new_page(browser)
+    page.goto(url + "/")
+    box = page.locator("#prompt textarea")
+    box.fill("a" * 40)
+    assert page.locator("#prompt-meter").inner_text() == "40 / 50"
+    text = "too long " * 8
+    box.fill(text)
+    page.locator("#send").click()
+    page.locator("#prompt-meter", has_text="Too long to send").wait_for(timeout=10_000)
+    assert box.input_value() == text
+    # Past the page's check, the server refuses it too, and the text is still kept.
+    page.evaluate("document.getElementById('prompt-meter').remove()")
+    box.press("Enter")
+    page.get_by_text("That message is too long").wait_for(timeout=10_000)
+    assert box.input_value() == text and error_badges(page) == 0
+    box.fill("Short enough")
+    box.press("Enter")
+    page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+
+
+def test_a_refusal_from_the_limits_is_a_message_not_a_broken_page(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, browser
+) -> None:
+    data = demo_config_data(demo_url, TWO)
+    data["limits"] = {**data["limits"], "prompts_per_minute_voter": 1}
+    url, _ = arena_server(data)
+    page = new_page(browser)
+    battle_to_vote(page, url)
+    before = panes(page)
+    page.locator("#prompt textarea").fill("A follow-up too soon")
+    page.locator("#prompt textarea").press("Enter")
+    page.get_by_text("Slow down").first.wait_for(timeout=10_000)  # the toast
+    assert panes(page) == before and error_badges(page) == 0
+    assert page.locator("#prompt textarea").input_value() == "A follow-up too soon"
+    assert page.locator("#vote-b").is_visible()
+    page.locator("#vote-b").click()
+    page.locator("#reveal").wait_for(state="visible", timeout=20_000)
+
+
+def test_a_reload_gives_the_battle_back_to_its_voter_only(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, browser
+) -> None:
+    url, recorder = arena_server(demo_config_data(demo_url, TWO))
+    page = new_page(browser)
+    battle_to_vote(page, url, "What is entropy?")
+    before = panes(page)
+    page.reload()
+    page.locator("#vote-a").wait_for(state="visible", timeout=20_000)
+    assert panes(page) == before
+    assert "Welcome back" in page.locator("#status").inner_text()
+    for name in TWO:  # still anonymous
+        assert name not in page.content()
+    # Another voter (another cookie) gets an empty page, not this battle.
+    other = new_page(browser)
+    other.goto(url + "/")
+    other.wait_for_timeout(2000)
+    assert "What is entropy?" not in panes(other)
+    assert not other.locator("#vote-a").is_visible()
+    before_vote = recorder.text()  # everything the server sent before the vote
+    assert all(name not in before_vote for name in TWO)
+    # The vote from the reloaded page counts, from the keyboard.
+    page.locator("body").press("t")
+    page.locator("#reveal").get_by_text("Your vote: Tie").wait_for(timeout=20_000)
+    assert [o for _, o in outcomes(sqlite_url)] == ["tie"]
+    page.reload()  # voted: the page starts afresh
+    page.wait_for_timeout(2000)
+    assert "What is entropy?" not in panes(page)
+
+
+def test_after_the_vote_panes_carry_names_and_reasoning_is_collapsed(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, browser
+) -> None:
+    data = demo_config_data(demo_url, {"r-one": "reasoner", "short": "verbose"})
+    data["models"][1]["params"] = {"max_tokens": 12}  # cut short by its token limit
+    url, _ = arena_server(data)
+    page = new_page(browser)
+    battle_to_vote(page, url)
+    thought = page.get_by_text("Thought for").first
+    thought.click()  # a voter opening the reasoning before the vote finds nothing to open
+    assert "The user asks" not in page.locator("body").inner_text()
+    assert "cut short" not in panes(page)  # a length limit could hint at a model
+    page.locator("#vote-a").click()
+    page.locator("#reveal").wait_for(state="visible", timeout=20_000)
+    labels = {label(page, side) for side in "ab"}
+    assert labels in ({"Model A: r-one", "Model B: short"}, {"Model A: short", "Model B: r-one"})
+    page.get_by_text("Reasoning ·").first.wait_for(timeout=10_000)
+    assert not page.get_by_text("The user asks").first.is_visible()  # collapsed
+    assert "cut short" in panes(page)
+    page.locator("#new-battle").click()
+    page.locator("#reveal").wait_for(state="hidden", timeout=10_000)
+    assert (label(page, "a"), label(page, "b")) == ("Model A", "Model B")
+
+
+def test_phone_width_battle(arena_server, demo_url: str, sqlite_url: str, browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = arena_server(demo_config_data(demo_url, TWO))
+    page = new_page(browser, width=390)
+    battle_to_vote(page, url)
+    page.locator("#vote-both-bad").dblclick()  # a double click votes once
+    page.locator("#reveal").wait_for(state="visible", timeout=20_000)
+    assert [o for _, o in outcomes(sqlite_url)] == ["both_bad"]
+    assert error_badges(page) == 0
