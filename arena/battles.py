@@ -364,6 +364,11 @@ class BattleService:
         )
         self.http = http or router.client
         self.hooks = list(hooks) if hooks is not None else [LeakHook().hook()]
+        # Battles streaming in this process, each with the event that wakes its loop, and those
+        # asked to stop (New battle): `abandon` stops a stream without cancelling Gradio events,
+        # which could cancel the voter's next battle instead (issue 9).
+        self._live: dict[str, asyncio.Event] = {}
+        self._stop: set[str] = set()
 
     @property
     def config(self) -> ArenaConfig:
@@ -506,11 +511,17 @@ class BattleService:
                 request = ChatRequest(messages=messages, params=dict(entry.params))
                 provider = self.router.provider(entry)
                 tasks.append(asyncio.create_task(pump(side, provider, request)))
+            self._live[battle.id] = changed
             yield view(BattleState.ANSWERING)
             while not all(p.done for p in progress.values()):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), TICK_INTERVAL)
                 changed.clear()
+                if battle.id in self._stop:
+                    # Abandoned (New battle). Gradio sends a stream's last update once more as
+                    # it ends, so the last word is a view that changes nothing on the page.
+                    yield view(BattleState.ABANDONED)
+                    return
                 for side, p in progress.items():
                     for _, check in checks[side]:
                         check.feed(p.content, final=False)
@@ -525,6 +536,8 @@ class BattleService:
             finished = True
             yield view(state)
         finally:
+            self._live.pop(battle.id, None)
+            self._stop.discard(battle.id)
             if not finished:
                 # The voter went away mid-answer (or we failed): stop both streams.
                 for task in tasks:
@@ -639,4 +652,8 @@ class BattleService:
             self.store.abandon(battle_id)
 
     async def abandon(self, battle_id: str) -> None:
+        """Close an unvoted battle, and stop its answers if they stream in this process."""
+        if (changed := self._live.get(battle_id)) is not None:
+            self._stop.add(battle_id)
+            changed.set()
         await asyncio.to_thread(self.abandon_now, battle_id)

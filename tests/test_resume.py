@@ -137,3 +137,21 @@ async def test_an_answer_cut_short_by_its_token_limit_is_stored_and_revealed_as_
             ).all()
         )
     assert reasons == {"short": "length", "full": "stop"}
+
+
+async def test_new_battle_stops_a_streaming_battle_without_touching_the_next(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    stream = svc.start(voter, "Tell me a long story")
+    first = await anext(stream)
+    await svc.abandon(first.battle_id)  # New battle, while both sides stream
+    rest = [view async for view in stream]
+    # The stream ends with a view that tells the page to change nothing (Gradio repeats a
+    # stream's last update as it ends, which must not repaint the old battle).
+    assert rest[-1].state is BattleState.ABANDONED
+    assert all(view.state is BattleState.ANSWERING for view in rest[:-1])
+    assert svc.store.battle(first.battle_id).status is BattleState.ABANDONED
+    second = (await play(svc, voter, "Another"))[-1]  # the next battle is untouched
+    assert second.state is BattleState.AWAITING_VOTE

@@ -185,3 +185,27 @@ def test_phone_width_battle(arena_server, demo_url: str, sqlite_url: str, browse
     page.locator("#reveal").wait_for(state="visible", timeout=20_000)
     assert [o for _, o in outcomes(sqlite_url)] == ["both_bad"]
     assert error_badges(page) == 0
+
+
+def test_a_tab_closed_mid_answer_is_given_back_or_told_lost(  # type: ignore[no-untyped-def]
+    arena_server, slow_demo_url: str, browser
+) -> None:
+    url, _ = arena_server(demo_config_data(slow_demo_url, TWO))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(url + "/")
+    page.locator("#prompt textarea").fill("A story, please")
+    page.locator("#prompt textarea").press("Enter")
+    page.get_by_text("Both models are answering").wait_for(timeout=20_000)
+    page.close()  # mid-answer
+    again = context.new_page()  # the same voter (cookie) comes back
+    again.goto(url + "/")
+    resumed = again.locator("#vote-a")
+    lost = again.get_by_text("could not be kept")
+    resumed.or_(lost).first.wait_for(state="visible", timeout=60_000)
+    if resumed.is_visible():
+        assert "A story, please" in panes(again)
+        again.locator("#vote-a").click()
+        again.locator("#reveal").wait_for(state="visible", timeout=20_000)
+    else:
+        assert again.locator("#prompt textarea").is_enabled()

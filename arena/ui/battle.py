@@ -319,6 +319,9 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
                 stream = battles.start(voter, text)
             last_state = None
             async for view in stream:
+                if view.state is BattleState.ABANDONED:  # New battle took the page over
+                    yield tuple(gr.skip() for _ in outputs)
+                    return
                 yield render(view, changed=view.state is not last_state)
                 last_state = view.state
         except ArenaError as err:
@@ -387,7 +390,7 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         return render(found.view, notice=found.notice)
 
     # One event for Send and Enter, so a session streams one battle at a time.
-    asking = gr.on(
+    gr.on(
         [send.click, prompt.submit],
         ask,
         [prompt, session],
@@ -400,7 +403,8 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         button.click(
             voter_for(outcome), [session], outputs, api_name=f"vote_{outcome.value}", **quiet
         )
-    # Cancelling a streaming battle runs its abandon path; without it the old battle
-    # would keep streaming into the panes of the new one.
-    new.click(new_battle, [session], outputs, api_name="new_battle", cancels=[asking], **quiet)
+    # New battle stops a streaming battle through the battle service, not Gradio's `cancels`:
+    # a cancel that runs late kills whatever battle the session runs by then, which was the
+    # voter's next one when they typed fast (issue 9).
+    new.click(new_battle, [session], outputs, api_name="new_battle", **quiet)
     blocks.load(resume, None, outputs, api_visibility="private", **quiet)
