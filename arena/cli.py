@@ -7,11 +7,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -25,6 +28,40 @@ DEMO_HOST = "127.0.0.1"
 DEMO_PORT = 8765
 
 
+# Each stops `arena serve` and `arena run` the same way: uvicorn shuts down, then every
+# `finally` runs (the demo model server, a child of `arena run`, is stopped in one).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """A stop signal turned into an exception, so that cleanup runs; the exit status is
+    128 + the signal's number, as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    # While uvicorn serves, it handles SIGINT and SIGTERM itself: a graceful shutdown, then it
+    # raises the signal again, which lands here. SIGHUP it ignores, so hand SIGHUP to it too.
+    serving = signal.getsignal(signal.SIGTERM)
+    if signum == signal.SIGHUP and callable(serving) and serving is not _on_stop_signal:
+        serving(signum, frame)
+        return
+    raise Stopped(signum)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -35,6 +72,11 @@ def _logging() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    with _stop_signals():
+        _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from arena.app import create_app
@@ -67,42 +109,83 @@ def cmd_demo_models(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
-def _demo_running(url: str) -> bool:
+def _demo_health(url: str) -> dict[str, Any] | None:
+    """The /health answer of the demo model server at `url`; None if none answers there."""
     try:
-        return bool(httpx.get(f"{url}/health", timeout=0.5).json().get("demo"))
+        body = httpx.get(f"{url}/health", timeout=0.5).json()
     except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) and body.get("demo") else None
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((DEMO_HOST, port), timeout=0.5):
+            return True
+    except OSError:
         return False
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    """Demo models in a child process, then the arena in this one."""
+    """Demo models in a child process, then the arena in this one. Any stop signal, or an
+    error, stops the child before this process exits."""
     from arena import db
 
-    settings = Settings.from_env()
-    load_config(settings.config_path)  # fail before starting anything
-    db.upgrade(settings.database_url)
-    url = f"http://{DEMO_HOST}:{args.demo_port}"
-    child: subprocess.Popen[bytes] | None = None
-    if _demo_running(url):
-        print(f"Using the demo model server already running at {url}", flush=True)
-    else:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "arena", "demo-models", "--port", str(args.demo_port)]
+    with _stop_signals():
+        settings = Settings.from_env()
+        load_config(settings.config_path)  # fail before starting anything
+        db.upgrade(settings.database_url)
+        child = _start_demo(args.demo_port)
+        try:
+            _serve(args)
+        finally:
+            if child is not None:
+                _stop_child(child)
+
+
+def _start_demo(port: int) -> subprocess.Popen[bytes] | None:
+    """Start the demo model server on `port` and wait until it answers; None if one is
+    already running there."""
+    url = f"http://{DEMO_HOST}:{port}"
+    found = _demo_health(url)
+    if found is not None:
+        log.warning(
+            "reusing the demo model server already running at %s (process %s): this run did "
+            "not start it and will not stop it",
+            url,
+            found.get("pid", "unknown"),
         )
-        deadline = time.monotonic() + 20
-        while not _demo_running(url):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise ArenaError(f"the demo model server did not start on port {args.demo_port}")
-            time.sleep(0.2)
+        return None
+    if _listening(port):
+        raise ArenaError(
+            f"port {port} is taken by something that is not the demo model server: stop it, "
+            "or start with --demo-port P and a registry whose endpoints use port P"
+        )
+    child = subprocess.Popen([sys.executable, "-m", "arena", "demo-models", "--port", str(port)])
     try:
-        cmd_serve(args)
+        deadline = time.monotonic() + 20
+        while _demo_health(url) is None:
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise ArenaError(f"the demo model server did not start on port {port}")
+            time.sleep(0.2)
+    except BaseException:
+        _stop_child(child)
+        raise
+    return child
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s; stop signals wait until the child is gone."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
     finally:
-        if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -383,7 +466,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="migrate, start the demo models and serve (make run)")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
-    run.add_argument("--demo-port", type=int, default=DEMO_PORT)
+    run.add_argument(
+        "--demo-port",
+        type=int,
+        default=DEMO_PORT,
+        help=f"port of the demo models (default {DEMO_PORT}); the registry's endpoints use it",
+    )
     run.set_defaults(func=cmd_run)
 
     dbp = sub.add_parser("db", help="database migrations")
@@ -460,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Stopped as stop:
+        return 128 + stop.signum
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import time
@@ -318,7 +319,8 @@ def create_demo_app(latency: float = 0.2, tokens_per_second: float = 60.0) -> St
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "demo": True})
+        # The process id lets `arena run` name a demo server it finds but did not start.
+        return JSONResponse({"status": "ok", "demo": True, "pid": os.getpid()})
 
     return Starlette(
         routes=[
