@@ -539,6 +539,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # a closed pipe shows here, not in the interpreter's last flush
+            sys.stdout.flush()
+    except BrokenPipeError:  # `arena ... | head`: the reader has what it wanted
+        # Python flushes standard output once more at exit: let that write go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # 141, as a shell reports a command SIGPIPE ended
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     _logging()
     try:

@@ -188,3 +188,47 @@ def test_refuses_a_demo_port_taken_by_something_else(tmp_path: Path) -> None:
         f"arena: error: port {port} is taken by something that is not the demo model server: "
         "stop it, or start with --demo-port P and a registry whose endpoints use port P"
     ]
+
+
+# -- 2. standard output closed early -------------------------------------------------------------
+
+
+def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `arena ARGS` writing into a pipe whose reader has already gone, as in `| head -1`
+    once head has its line: every write to standard output fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        env = {**os.environ, "ARENA_CONFIG": str(Path(__file__).parents[1] / "arena/demo.toml")}
+        return subprocess.run(
+            [sys.executable, "-m", "arena", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+# (`--help` was quiet already: argparse ignores a failed write of its own.)
+@pytest.mark.parametrize("args", [["check-config"], ["settings", "--markdown"]])
+def test_a_closed_pipe_ends_the_command_quietly(args: list[str]) -> None:
+    result = closed_pipe_run(*args)
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as for `yes | head -1`
+
+
+def test_head_takes_the_first_line(tmp_path: Path) -> None:
+    env = arena_env(tmp_path, free_port())
+    result = subprocess.run(
+        f"{sys.executable} -m arena check-config | head -1",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == f"{env['ARENA_CONFIG']}: OK, 4 models\n"
+    assert result.stderr == "" and result.returncode == 0
