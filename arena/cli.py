@@ -134,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     with _stop_signals():
         settings = Settings.from_env()
         load_config(settings.config_path)  # fail before starting anything
-        db.upgrade(settings.database_url)
+        before, after = db.upgrade(settings.database_url)
+        if before != after:  # `make run` upgraded it already; a plain `arena run` says so
+            print(_upgraded(settings.database_url, before, after), flush=True)
         child = _start_demo(args.demo_port)
         try:
             _serve(args)
@@ -191,13 +193,28 @@ def _stop_child(child: subprocess.Popen[bytes]) -> None:
 def cmd_db(args: argparse.Namespace) -> None:
     from arena import db
 
-    settings = Settings.from_env()
+    url = Settings.from_env().database_url
     if args.action == "upgrade":
-        db.upgrade(settings.database_url)
-        print("database is up to date")
+        print(_upgraded(url, *db.upgrade(url)))
     elif args.action == "downgrade":
-        db.downgrade(settings.database_url, args.revision)
-        print(f"database downgraded to {args.revision}")
+        before, after = db.downgrade(url, args.revision)
+        where = f"database at {db.safe_url(url)}"
+        if before == after:
+            print(f"{where}: already at revision {after or 'base'}")
+        else:
+            print(f"{where}: downgraded from revision {before} to {after or 'base (no tables)'}")
+
+
+def _upgraded(url: str, before: str | None, after: str | None) -> str:
+    """What an upgrade to the newest migration did, in one line."""
+    from arena.db import safe_url
+
+    where = f"database at {safe_url(url)}"
+    if before is None:
+        return f"new {where}: created every table, now up to date at revision {after}"
+    if before == after:
+        return f"{where}: already up to date at revision {after}"
+    return f"{where}: upgraded from revision {before} to {after}, now up to date"
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:

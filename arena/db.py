@@ -251,33 +251,73 @@ def _migrate(url: str, direction: str, revision: str) -> None:
     except CommandError as err:
         raise StorageError(f"migration {direction} to {revision!r} failed: {err}") from None
     except sa.exc.OperationalError as err:
-        raise StorageError(f"cannot open the database: {err.orig}") from None
+        raise StorageError(f"cannot open the database: {_first_line(err)}") from None
     except sa.exc.ArgumentError:
         raise StorageError(f"not a database URL: {url.split('://', 1)[0]}://…") from None
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def safe_url(url: str) -> str:
+    """`url` as messages show it: the password masked."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return f"{url.split('://', 1)[0]}://…"
+
+
+def _revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.DatabaseError as err:  # unreachable, or a file that is not a database
+        raise StorageError(f"cannot open the database: {_first_line(err)}") from None
+
+
+def _first_line(err: sa.exc.DBAPIError) -> str:
+    """The driver's message without its hints (psycopg adds "Is the server running…")."""
+    return (str(err.orig).strip().splitlines() or [type(err.orig).__name__])[0]
+
+
+def current_revision(url: str) -> str | None:
+    """The database's migration; None for a database without tables (a new one)."""
+    try:
+        engine = make_engine(url)
+    except sa.exc.ArgumentError:
+        raise StorageError(f"not a database URL: {safe_url(url)}") from None
+    try:
+        return _revision(engine)
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str | None:
+    """The newest migration, the one the code needs."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
+
+
+# An upgrade or downgrade returns the database's revision before and after it.
+Revisions = tuple[str | None, str | None]
+
+
+def upgrade(url: str, revision: str = "head") -> Revisions:
+    before = current_revision(url)  # fails here, in one line, on a database it cannot read
     _migrate(url, "upgrade", revision)
+    return before, current_revision(url)
 
 
-def downgrade(url: str, revision: str) -> None:
+def downgrade(url: str, revision: str) -> Revisions:
+    before = current_revision(url)
     _migrate(url, "downgrade", revision)
+    return before, current_revision(url)
 
 
 def check_current(engine: Engine) -> None:
     """Refuse to serve on a database that is not at the newest migration."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(
-        _alembic_config(engine.url.render_as_string(hide_password=False))
-    )
-    head = script.get_current_head()
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    except sa.exc.OperationalError as err:
-        raise StorageError(f"cannot open the database: {err.orig}") from None
+    head = head_revision()
+    current = _revision(engine)
     if current != head:
         raise StorageError(
             f"the database is at migration {current or 'none'}, the code needs {head}: "

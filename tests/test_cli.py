@@ -15,10 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
+from arena import db
 from arena.demo_models import create_demo_app
 from tests.servers import demo_config_data, free_port, serve, write_config
 
+ROOT = Path(__file__).resolve().parents[1]
 PROC = Path("/proc")
 
 pytestmark = pytest.mark.skipif(not PROC.is_dir(), reason="reads child processes from /proc")
@@ -199,7 +202,7 @@ def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        env = {**os.environ, "ARENA_CONFIG": str(Path(__file__).parents[1] / "arena/demo.toml")}
+        env = {**os.environ, "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml")}
         return subprocess.run(
             [sys.executable, "-m", "arena", *args],
             stdout=write_end,
@@ -232,3 +235,57 @@ def test_head_takes_the_first_line(tmp_path: Path) -> None:
     )
     assert result.stdout == f"{env['ARENA_CONFIG']}: OK, 4 models\n"
     assert result.stderr == "" and result.returncode == 0
+
+
+# -- 3. `arena db upgrade` says what it did ------------------------------------------------------
+
+
+def arena_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ARENA_DATABASE_URL": database_url,
+        "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "arena", *args], env=env, capture_output=True, text=True, timeout=90
+    )
+
+
+def test_db_upgrade_says_what_it_did(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'arena.db'}"
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    created = arena_cli("db", "upgrade", database_url=url)
+    assert (created.returncode, created.stderr) == (0, "")
+    assert created.stdout == (
+        f"new database at {url}: created every table, now up to date at revision {head}\n"
+    )
+    again = arena_cli("db", "upgrade", database_url=url)
+    assert again.stdout == f"database at {url}: already up to date at revision {head}\n"
+
+    down = arena_cli("db", "downgrade", "0002", database_url=url)
+    assert down.stdout == f"database at {url}: downgraded from revision {head} to 0002\n"
+    upgraded = arena_cli("db", "upgrade", database_url=url)
+    assert upgraded.stdout == (
+        f"database at {url}: upgraded from revision 0002 to {head}, now up to date\n"
+    )
+    assert db.current_revision(url) == head == db.head_revision()
+
+
+def test_db_messages_hide_the_password() -> None:
+    shown = db.safe_url("postgresql://arena:s3cret@db.example:5432/arena")
+    assert shown == "postgresql://arena:***@db.example:5432/arena"
+
+
+# -- 4. an expected error is one line, not a traceback --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [["db", "upgrade"], ["serve"], ["ratings", "compute"], ["export", "battles", "-"]]
+)
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_bytes(b"these are notes, not SQLite\n" * 200)
+    result = arena_cli(*args, database_url=f"sqlite:///{not_a_database}")
+    assert result.stderr == "arena: error: cannot open the database: file is not a database\n"
+    assert result.returncode == 2
+    assert not_a_database.read_bytes().startswith(b"these are notes")
