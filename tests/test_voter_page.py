@@ -69,11 +69,14 @@ def test_enter_on_nothing_mid_battle_keeps_the_battle(  # type: ignore[no-untype
     battle_to_vote(page, url)
     before = panes(page)
     box = page.locator("#prompt textarea")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/gradio_api/" in r.url else None)
     box.fill("   ")
     box.press("Enter")
     page.locator("#prompt-meter", has_text="Type a prompt first").wait_for(timeout=10_000)
     page.wait_for_timeout(500)  # a request sent anyway would have answered by now
     assert panes(page) == before and error_badges(page) == 0
+    assert not [u for u in sent if "heartbeat" not in u]  # caught before any request
     assert page.locator("#vote-a").is_visible()
     page.locator("#vote-a").click()
     page.locator("#reveal").get_by_text("Your vote: A is better").wait_for(timeout=20_000)
