@@ -27,7 +27,7 @@ from arena.config import ArenaConfig, Registry, Settings, load_config
 from arena.db import check_current, make_engine
 from arena.errors import ConfigError, SnapshotError
 from arena.identity import COOKIE_MAX_AGE, VOTER_COOKIE, Identity, Limits, limit_storage
-from arena.jobs import Job, Jobs
+from arena.jobs import Job, Jobs, holder_id
 from arena.leaderboard import SnapshotReader
 from arena.router import Router
 from arena.store import Store
@@ -86,7 +86,8 @@ def create_app(
         follow_redirects=False,
     )
     router = Router(registry, http)
-    battles = BattleService(store, router, registry, identity, http=http)
+    instance = holder_id()
+    battles = BattleService(store, router, registry, identity, http=http, instance=instance)
     jobs = Jobs(
         engine,
         [
@@ -104,10 +105,15 @@ def create_app(
                 ttl=RETENTION_INTERVAL,
             ),
         ],
+        holder=instance,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Listed as alive before the first battle: another process would take a battle whose
+        # owner it has not heard of for one whose process died.
+        await asyncio.to_thread(store.heartbeat, instance)
+        beat = asyncio.create_task(heartbeat(store, battles, registry, instance))
         jobs.start()
         # The tagger loads its language model on first use (about 0.5 s): load it now, in a
         # thread, rather than during the first voter's battle.
@@ -115,8 +121,10 @@ def create_app(
         watch = asyncio.create_task(watch_reloads(store, registry))
         yield
         watch.cancel()
-        await asyncio.gather(warm, watch, return_exceptions=True)
+        beat.cancel()
+        await asyncio.gather(warm, watch, beat, return_exceptions=True)
         await jobs.stop()
+        await asyncio.to_thread(store.retire, instance)
         await http.aclose()
         engine.dispose()
 
@@ -156,6 +164,23 @@ def create_app(
 
 
 SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
+
+
+async def heartbeat(
+    store: Store, battles: BattleService, registry: Registry, instance: str
+) -> None:
+    """Say this process is alive, and abandon the battles of processes that are not, every
+    `heartbeat_seconds`: a battle cut off by a crash ends within about `owner_gone_seconds`
+    plus one beat, whichever process notices first (issue 10)."""
+    while True:
+        await asyncio.sleep(registry.current.heartbeat_seconds)
+        try:
+            await asyncio.to_thread(store.heartbeat, instance)
+            await battles.abandon_orphans()
+        except Exception as err:  # the database may be back at the next beat
+            log.warning("heartbeat failed: %s", str(err).splitlines()[0] if str(err) else err)
+
+
 RETENTION_INTERVAL = 3600.0  # seconds between deletions of text past its retention
 
 

@@ -351,8 +351,11 @@ class BattleService:
         tagger: Tagger | None = None,
         http: httpx.AsyncClient | None = None,
         hooks: Sequence[AnswerHook] | None = None,
+        instance: str | None = None,
     ) -> None:
         self.store = store
+        # This process's name in `instances`: the owner of the battles it streams (issue 10).
+        self.instance = instance
         self.router = router
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         self.identity = identity or Identity(
@@ -436,6 +439,7 @@ class BattleService:
             text,
             flags,
             tags,
+            self.instance,
         )
         async for view in self._run_turn(config, battle, 1, text, []):
             yield view
@@ -459,7 +463,9 @@ class BattleService:
             )
         text = await self._admit_prompt(config, voter, prompt, battle_id)
         rows = await asyncio.to_thread(self.store.messages, battle_id)
-        turn = await asyncio.to_thread(self.store.begin_turn, battle_id, text, config.max_turns)
+        turn = await asyncio.to_thread(
+            self.store.begin_turn, battle_id, text, config.max_turns, self.instance
+        )
         async for view in self._run_turn(config, battle, turn, text, rows):
             yield view
 
@@ -644,6 +650,14 @@ class BattleService:
         count = await asyncio.to_thread(self.store.abandon_stale, before)
         if count:
             log.info("abandoned %d stale battles", count)
+        return count
+
+    async def abandon_orphans(self) -> int:
+        """Abandon battles whose streaming process is gone (issue 10)."""
+        gone = datetime.now(UTC) - timedelta(seconds=self.config.owner_gone_seconds)
+        count = await asyncio.to_thread(self.store.abandon_orphans, gone)
+        if count:
+            log.info("abandoned %d battles whose arena process is gone", count)
         return count
 
     def abandon_now(self, battle_id: str) -> None:

@@ -324,6 +324,14 @@ class ArenaConfig:
         120.0, "unvoted battles untouched this long are marked abandoned", above=0
     )
     demo: bool = setting(False, "demo mode: shows the demo banner; demo battles count")
+    heartbeat_seconds: float = setting(
+        10.0, "how often each arena process tells the database it is alive", above=0
+    )
+    owner_gone_seconds: float = setting(
+        30.0,
+        "a battle still answering whose process has not been heard from this long is abandoned",
+        above=0,
+    )
     timeouts: Timeouts = Timeouts()
     ratings: RatingsConfig = RatingsConfig()
     leaderboard: LeaderboardConfig = LeaderboardConfig()

@@ -102,12 +102,16 @@ battles = sa.Table(
     *[sa.Column(f"{name}_{side}", sa.Integer) for name in STYLE_COLUMNS for side in ("a", "b")],
     # When the retention setting deleted this battle's prompts and answers; the vote stays.
     sa.Column("text_deleted_at", Time),
+    # The arena process streaming its current turn (`instances.id`): when that process is gone,
+    # the battle is abandoned at once rather than at the stale-battle sweep (issue 10).
+    sa.Column("owner", sa.String(64)),
     sa.CheckConstraint(_in("status", BattleState), name="status"),
     sa.CheckConstraint("model_a <> model_b", name="distinct_models"),
     sa.CheckConstraint("source IN ('arena', 'import')", name="source"),
     sa.Index("ix_battles_created_at", "created_at"),
     # A reloaded page finds its voter's unvoted battle (issue 9).
     sa.Index("ix_battles_voter", "voter_id", "created_at"),
+    sa.Index("ix_battles_status_owner", "status", "owner"),
 )
 
 messages = sa.Table(
@@ -186,6 +190,15 @@ snapshots = sa.Table(
 
 # One row per periodic job: whoever holds an unexpired lease runs it, so several app
 # processes on one database run each job once (arena/jobs.py).
+# Every running arena process, with the last time it said it was alive (issue 10).
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("seen_at", Time, nullable=False),
+)
+
 leases = sa.Table(
     "leases",
     metadata,

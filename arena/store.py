@@ -169,9 +169,10 @@ class Store:
         prompt: str,
         flags: Mapping[str, Any] | None = None,
         tags: Tags | None = None,
+        owner: str | None = None,
     ) -> BattleRecord:
         """Create a battle with its first prompt and its category tags; it starts answering
-        turn 1."""
+        turn 1, streamed by the process `owner`."""
         t = now()
         with self.engine.begin() as conn:
             conn.execute(
@@ -188,6 +189,7 @@ class Store:
                     categories=sorted(tags.categories) if tags else None,
                     language=tags.language if tags else None,
                     prompt_hash=prompt_hash(prompt),
+                    owner=owner,
                 )
             )
             self._insert_prompt(conn, battle_id, 1, prompt)
@@ -247,7 +249,9 @@ class Store:
         )
         return result.rowcount == 1
 
-    def begin_turn(self, battle_id: str, prompt: str, max_turns: int) -> int:
+    def begin_turn(
+        self, battle_id: str, prompt: str, max_turns: int, owner: str | None = None
+    ) -> int:
         """Store a follow-up prompt for both sides and mark the battle as answering.
 
         Returns the new turn number (1-based).
@@ -267,6 +271,7 @@ class Store:
                 BattleState.ANSWERING,
                 turns=turn,
                 categories=categories,
+                owner=owner,
             )
             if not moved:
                 raise TurnRejected("This battle changed meanwhile; please try again.")
@@ -361,6 +366,43 @@ class Store:
                 )
                 .values(status=BattleState.ABANDONED.value, updated_at=now())
             )
+            return int(result.rowcount)
+
+    # -- processes (issue 10) ---------------------------------------------------------------
+
+    def heartbeat(self, instance: str) -> None:
+        """Say that the arena process `instance` is alive."""
+        t = now()
+        table = db.instances
+        with self.engine.begin() as conn:
+            seen = conn.execute(
+                table.update().where(table.c.id == instance).values(seen_at=t)
+            ).rowcount
+            if not seen:
+                conn.execute(table.insert().values(id=instance, started_at=t, seen_at=t))
+
+    def retire(self, instance: str) -> None:
+        """The process `instance` is stopping: it is gone from now on."""
+        with self.engine.begin() as conn:
+            conn.execute(db.instances.delete().where(db.instances.c.id == instance))
+
+    def abandon_orphans(self, gone_before: datetime) -> int:
+        """Abandon battles still answering whose process is gone: not heard from since
+        `gone_before`, or no longer listed (stopped). Their streams died with the process.
+        Battles without an owner (from before owners were kept) are left to the sweep."""
+        table, instances = db.battles, db.instances
+        alive = sa.select(instances.c.id).where(instances.c.seen_at >= gone_before)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                table.update()
+                .where(
+                    table.c.status == BattleState.ANSWERING.value,
+                    table.c.owner.is_not(None),
+                    table.c.owner.not_in(alive),
+                )
+                .values(status=BattleState.ABANDONED.value, updated_at=now())
+            )
+            conn.execute(instances.delete().where(instances.c.seen_at < gone_before))
             return int(result.rowcount)
 
     def abandon(self, battle_id: str) -> bool:
