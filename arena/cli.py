@@ -190,6 +190,25 @@ def _stop_child(child: subprocess.Popen[bytes]) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
+def cmd_cluster(args: argparse.Namespace) -> None:
+    """Migrate once, then N `arena serve` processes behind nginx until a stop signal."""
+    from arena import cluster, db
+
+    if args.processes < 1:
+        raise ArenaError("--processes must be at least 1")
+    with _stop_signals():
+        settings = Settings.from_env()
+        load_config(settings.config_path)  # fail before starting anything
+        if settings.database_url.startswith("sqlite"):
+            log.warning("several processes on SQLite work, but PostgreSQL is the deployment path")
+        if settings.redis_url is None:
+            log.warning("without ARENA_REDIS_URL each process counts the rate limits on its own")
+        before, after = db.upgrade(settings.database_url)
+        if before != after:
+            print(_upgraded(settings.database_url, before, after), flush=True)
+        cluster.run(args.processes, args.port, args.first_port)
+
+
 def cmd_db(args: argparse.Namespace) -> None:
     from arena import db
 
@@ -490,6 +509,16 @@ def parser() -> argparse.ArgumentParser:
         help=f"port of the demo models (default {DEMO_PORT}); the registry's endpoints use it",
     )
     run.set_defaults(func=cmd_run)
+
+    clu = sub.add_parser(
+        "cluster", help="several arena processes behind nginx on this machine (docs/deploy.md)"
+    )
+    clu.add_argument("--processes", type=int, default=2, help="arena processes (default 2)")
+    clu.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")
+    clu.add_argument(
+        "--first-port", type=int, default=8001, help="the first arena process's port (8001)"
+    )
+    clu.set_defaults(func=cmd_cluster)
 
     dbp = sub.add_parser("db", help="database migrations")
     dbsub = dbp.add_subparsers(dest="action", required=True)
