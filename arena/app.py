@@ -354,7 +354,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         images = "img-src * data: blob:" if self.remote_images() else "img-src 'self' data: blob:"
-        policy = f"{images}; form-action 'self'; object-src 'none'; base-uri 'self'"
+        # No framing by other sites: a page that framed the arena could lure typing onto the
+        # vote keys (review of issue 9).
+        policy = (
+            f"{images}; form-action 'self'; object-src 'none'; base-uri 'self'; "
+            "frame-ancestors 'self'"
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -362,6 +367,7 @@ class SecurityHeaders:
                 headers.setdefault("content-security-policy", policy)
                 headers.setdefault("x-content-type-options", "nosniff")
                 headers.setdefault("referrer-policy", "same-origin")
+                headers.setdefault("x-frame-options", "SAMEORIGIN")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -92,10 +92,14 @@ class Resumed:
 
 
 RESUMED = "Welcome back: here is your battle. Vote, or ask a follow-up."
-RESUMED_NO_TURNS = "Welcome back: here is your battle. Which answer is better?"
+RESUMED_NO_TURNS = "Welcome back: here is your battle, with no follow-ups left."
 LOST = (
     "Your last battle was still being answered when the page closed, and it could not be "
     "kept. Type a prompt to start a new one."
+)
+CHANGED = (
+    "This battle changed in another tab (a follow-up was asked there). Here it is as it "
+    "stands now: vote on what you see."
 )
 # A battle cut off mid-answer is reported as lost for this long after; later it is old news.
 LOST_NOTICE_SECONDS = 300.0
@@ -221,6 +225,19 @@ def _past_turns(rows: Sequence[Mapping[str, Any]], side: Side) -> list[TurnView]
     return views
 
 
+def _stored_view(
+    battle: BattleRecord, rows: Sequence[Mapping[str, Any]], state: BattleState, turns_left: int
+) -> BattleView:
+    """A battle's turns as stored, in the anonymous shape the page shows before a vote."""
+    return BattleView(
+        battle_id=battle.id,
+        state=state,
+        a=tuple(_past_turns(rows, Side.A)),
+        b=tuple(_past_turns(rows, Side.B)),
+        turns_left=turns_left,
+    )
+
+
 def _cut_off_lately(battle: BattleRecord, rows: Sequence[Mapping[str, Any]]) -> bool:
     """Was this abandoned battle cut off mid-answer (its last turn has no answers) a moment
     ago? Then the voter who reloads is told it was lost, not shown an empty page."""
@@ -309,7 +326,7 @@ def check_text(prompt: str, max_chars: int) -> str:
     text = prompt.replace("\x00", "").strip()
     if len(text) > max_chars:
         raise TurnRejected(
-            f"That message is too long ({len(text)} characters; the limit is {max_chars})."
+            f"That message is too long ({len(text):,} characters; the limit is {max_chars:,})."
         )
     if not any(
         unicodedata.category(c) not in _INVISIBLE and not c.isspace() and c not in _BLANK
@@ -551,7 +568,16 @@ class BattleService:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await asyncio.to_thread(self.store.abandon, battle.id)
 
-    async def vote(self, battle_id: str, voter: Voter, outcome: Outcome | str) -> Reveal:
+    async def vote(
+        self,
+        battle_id: str,
+        voter: Voter,
+        outcome: Outcome | str,
+        seen_turns: int | None = None,
+    ) -> Reveal:
+        """Commit the vote and reveal the names. `seen_turns`: how many turns the voter's page
+        shows; a battle that has more (a follow-up from another tab) is refused, since the
+        vote would judge answers the voter has not seen."""
         try:
             outcome = Outcome(outcome)
         except ValueError:
@@ -564,6 +590,8 @@ class BattleService:
             return await self._reveal(battle, outcome)
         if refusal := vote_refusal(battle, voter.id):
             raise VoteRejected(refusal)  # before the limits count it
+        if seen_turns is not None and seen_turns != battle.turns:
+            raise VoteRejected(CHANGED)
         await self.identity.admit(voter, Action.VOTE)
         try:
             battle = await asyncio.to_thread(
@@ -590,15 +618,38 @@ class BattleService:
             b=self._revealed(battle, Side.B, rows),
         )
 
+    async def as_stored(
+        self, battle_id: str, voter: Voter
+    ) -> tuple[BattleState, BattleView | None, Reveal | None]:
+        """The battle as the database has it now, for a page whose picture went stale (another
+        tab of the same voter moved it on): its state, its turns while it still awaits a vote,
+        and the reveal if it holds this voter's vote. Nobody else's battle is shown."""
+        battle = await asyncio.to_thread(self.store.battle, battle_id)
+        if battle.voter_id is not None and battle.voter_id != voter.id:
+            return battle.status, None, None
+        if battle.status is BattleState.VOTED:
+            prior = await asyncio.to_thread(self.store.vote, battle_id)
+            if prior is not None and prior.voter_id == voter.id:
+                rows = await asyncio.to_thread(self.store.messages, battle_id)
+                view = _stored_view(battle, rows, BattleState.VOTED, 0)
+                return battle.status, view, await self._reveal(battle, prior.outcome)
+            return battle.status, None, None
+        if battle.status is not BattleState.AWAITING_VOTE:
+            return battle.status, None, None
+        rows = await asyncio.to_thread(self.store.messages, battle_id)
+        turns_left = max(0, self.config.max_turns - battle.turns)
+        return battle.status, _stored_view(battle, rows, battle.status, turns_left), None
+
     async def resume(self, voter: Voter) -> Resumed | None:
         """The voter's unvoted battle, for a page that was reloaded or closed and opened again.
         A battle still answering (its stream belongs to the closed page, which may or may not
         still be running it) is waited for a while, then shown or reported as lost."""
         config = self.config
-        since = datetime.now(UTC) - timedelta(minutes=config.abandon_after_minutes)
+        loaded = datetime.now(UTC)  # a battle begun after this, the page itself began
+        since = loaded - timedelta(minutes=config.abandon_after_minutes)
         waited = 0.0
         while True:
-            battle = await asyncio.to_thread(self.store.latest_battle, voter.id, since)
+            battle = await asyncio.to_thread(self.store.latest_battle, voter.id, since, loaded)
             if battle is None or battle.status is not BattleState.ANSWERING:
                 break
             if waited >= RESUME_WAIT_SECONDS:
@@ -614,13 +665,7 @@ class BattleService:
         if battle.status is BattleState.ABANDONED:
             return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None
         turns_left = max(0, config.max_turns - battle.turns)
-        view = BattleView(
-            battle_id=battle.id,
-            state=BattleState.AWAITING_VOTE,
-            a=tuple(_past_turns(rows, Side.A)),
-            b=tuple(_past_turns(rows, Side.B)),
-            turns_left=turns_left,
-        )
+        view = _stored_view(battle, rows, BattleState.AWAITING_VOTE, turns_left)
         return Resumed(view, RESUMED if turns_left else RESUMED_NO_TURNS)
 
     def _revealed(

@@ -454,13 +454,17 @@ class Store:
             count += len(rows)
             after = rows[-1].id
 
-    def latest_battle(self, voter_id: str, since: datetime) -> BattleRecord | None:
-        """This voter's newest battle begun since `since`: what a reloaded page looks for
-        (issue 9)."""
+    def latest_battle(
+        self, voter_id: str, since: datetime, until: datetime | None = None
+    ) -> BattleRecord | None:
+        """This voter's newest battle begun between `since` and `until`: what a reloaded page
+        looks for (issue 9)."""
+        created = db.battles.c.created_at
+        window = [created >= since] + ([created <= until] if until is not None else [])
         with self.engine.connect() as conn:
             battle_id = conn.scalar(
                 sa.select(db.battles.c.id)
-                .where(db.battles.c.voter_id == voter_id, db.battles.c.created_at >= since)
+                .where(db.battles.c.voter_id == voter_id, *window)
                 .order_by(db.battles.c.created_at.desc())
                 .limit(1)
             )

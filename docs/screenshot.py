@@ -101,7 +101,8 @@ def slips() -> None:
         page.locator("#vote-a").wait_for(state="visible", timeout=30_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "slip-reload.png"), full_page=True)
-        page.locator("body").press("b")  # a vote from the keyboard
+        page.keyboard.press("Escape")  # out of the prompt box
+        page.keyboard.press("2")  # a vote from the keyboard
         page.locator("#reveal").wait_for(state="visible", timeout=30_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "slip-reveal.png"), full_page=True)

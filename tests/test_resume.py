@@ -155,3 +155,35 @@ async def test_new_battle_stops_a_streaming_battle_without_touching_the_next(
     assert svc.store.battle(first.battle_id).status is BattleState.ABANDONED
     second = (await play(svc, voter, "Another"))[-1]  # the next battle is untouched
     assert second.state is BattleState.AWAITING_VOTE
+
+
+async def test_a_vote_on_turns_the_voter_has_not_seen_is_refused(
+    demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", None)
+    first = (await play(svc, voter, "One"))[-1]
+    async for _ in svc.follow_up(first.battle_id, voter, "Two"):  # from another tab
+        pass
+    with pytest.raises(VoteRejected, match="changed in another tab"):
+        await svc.vote(first.battle_id, voter, Outcome.A, seen_turns=1)
+    state, now, reveal = await svc.as_stored(first.battle_id, voter)
+    assert state is BattleState.AWAITING_VOTE and reveal is None
+    assert now is not None and [t.prompt for t in now.a] == ["One", "Two"]
+    assert await svc.as_stored(first.battle_id, Voter("v2", None)) == (state, None, None)
+    await svc.vote(first.battle_id, voter, Outcome.A, seen_turns=2)
+    state, now, reveal = await svc.as_stored(first.battle_id, voter)
+    assert state is BattleState.VOTED and reveal is not None and reveal.outcome is Outcome.A
+    assert await svc.as_stored(first.battle_id, Voter("v2", None)) == (state, None, None)
+
+
+async def test_a_page_loaded_before_a_battle_does_not_take_it_as_its_own(
+    demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", None)
+    loaded = datetime.now(UTC)
+    await play(svc, voter, "Begun after the page loaded")
+    since = loaded - timedelta(hours=1)
+    assert svc.store.latest_battle(voter.id, since, loaded) is None
+    assert svc.store.latest_battle(voter.id, since) is not None

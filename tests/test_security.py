@@ -297,6 +297,9 @@ def test_spoofed_forwarded_for_is_ignored_and_forged_cookie_not_stored(pair: Pai
     # Behind the sanitiser, the page itself refuses forms posted elsewhere and remote images.
     policy = response.headers["content-security-policy"]
     assert "form-action 'self'" in policy and "img-src 'self' data: blob:" in policy
+    # Nor may another site frame it (its single-letter vote keys could then be lured).
+    assert "frame-ancestors 'self'" in policy
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
     again = httpx.get(pair.one.url + "/", cookies={VOTER_COOKIE: issued})
     assert VOTER_COOKIE not in again.cookies  # a valid cookie is kept
 

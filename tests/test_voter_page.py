@@ -73,7 +73,7 @@ def test_enter_on_nothing_mid_battle_keeps_the_battle(  # type: ignore[no-untype
     page.on("request", lambda r: sent.append(r.url) if "/gradio_api/" in r.url else None)
     box.fill("   ")
     box.press("Enter")
-    page.locator("#prompt-meter", has_text="Type a prompt first").wait_for(timeout=10_000)
+    page.locator("#prompt-meter", has_text="Type a message first").wait_for(timeout=10_000)
     page.wait_for_timeout(500)  # a request sent anyway would have answered by now
     assert panes(page) == before and error_badges(page) == 0
     assert not [u for u in sent if "heartbeat" not in u]  # caught before any request
@@ -148,7 +148,8 @@ def test_a_reload_gives_the_battle_back_to_its_voter_only(  # type: ignore[no-un
     before_vote = recorder.text()  # everything the server sent before the vote
     assert all(name not in before_vote for name in TWO)
     # The vote from the reloaded page counts, from the keyboard.
-    page.locator("body").press("t")
+    page.keyboard.press("Escape")  # out of the prompt box, which has the focus after a load
+    page.keyboard.press("3")
     page.locator("#reveal").get_by_text("Your vote: Tie").wait_for(timeout=20_000)
     assert [o for _, o in outcomes(sqlite_url)] == ["tie"]
     page.reload()  # voted: the page starts afresh
@@ -212,3 +213,50 @@ def test_a_tab_closed_mid_answer_is_given_back_or_told_lost(  # type: ignore[no-
         again.locator("#reveal").wait_for(state="visible", timeout=20_000)
     else:
         assert again.locator("#prompt textarea").is_enabled()
+
+
+def test_a_follow_up_typed_straight_away_goes_into_the_box(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, browser
+) -> None:
+    # The box is disabled while the models answer, which drops the focus; typing at once after
+    # the answers must land in the box, never on the vote keys (review of issue 9).
+    url, _ = arena_server(demo_config_data(demo_url, TWO))
+    page = new_page(browser)
+    battle_to_vote(page, url)
+    page.keyboard.type("1 more example, please")
+    assert page.locator("#prompt textarea").input_value() == "1 more example, please"
+    assert not page.locator("#reveal").is_visible() and outcomes(sqlite_url) == []
+    # After a reload, too: the page's first focus is the box.
+    page.locator("#prompt textarea").fill("")
+    page.reload()
+    page.locator("#vote-a").wait_for(state="visible", timeout=20_000)
+    page.keyboard.type("2 reasons why")
+    assert page.locator("#prompt textarea").input_value() == "2 reasons why"
+    assert outcomes(sqlite_url) == []
+    # Letters never vote; a digit does once the cursor has left the box.
+    page.keyboard.press("Escape")  # leaves the box
+    page.keyboard.press("b")
+    page.wait_for_timeout(300)
+    assert outcomes(sqlite_url) == []
+    page.keyboard.press("2")
+    page.locator("#reveal").get_by_text("Your vote: B is better").wait_for(timeout=20_000)
+    assert [o for _, o in outcomes(sqlite_url)] == ["b"]
+
+
+def test_a_stale_tab_shows_the_battle_as_it_stands(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, browser
+) -> None:
+    url, _ = arena_server(demo_config_data(demo_url, TWO))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    first = context.new_page()
+    battle_to_vote(first, url, "Two tabs, one battle")
+    second = context.new_page()  # the same voter: the battle comes back here too
+    second.goto(url + "/")
+    second.locator("#vote-a").wait_for(state="visible", timeout=20_000)
+    second.locator("#vote-a").click()
+    second.locator("#reveal").wait_for(state="visible", timeout=20_000)
+    first.locator("#vote-b").click()  # the first tab still shows the vote buttons
+    first.locator("#reveal").get_by_text("Your vote: A is better").wait_for(timeout=20_000)
+    assert "already had your vote" in first.locator("#status").inner_text()
+    assert not first.locator("#vote-b").is_visible() and error_badges(first) == 0
+    assert [o for _, o in outcomes(sqlite_url)] == ["a"]

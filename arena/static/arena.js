@@ -3,25 +3,28 @@
 // keyboard. Listeners sit on the document in the capture phase, so they work whatever Gradio
 // re-renders, and run before Gradio's own handlers.
 (() => {
-  const VOTE_KEYS = { a: "vote-a", b: "vote-b", t: "vote-tie", x: "vote-both-bad" };
+  // Digits, not letters: a follow-up typed while the focus was elsewhere must not vote.
+  const VOTE_KEYS = { 1: "vote-a", 2: "vote-b", 3: "vote-tie", 4: "vote-both-bad" };
   // Characters the server does not count as text (arena.battles.check_text): spaces, controls,
   // zero-width and bidi marks, combining marks alone, blank letters.
-  const BLANK = /^[\s\p{Cc}\p{Cf}\p{Mn}\p{Me}\u115f\u1160\u3164\uffa0\u2800]*$/u;
+  const BLANK = /^[\s\p{Cc}\p{Cf}\p{Cn}\p{Cs}\p{Mn}\p{Me}\u115f\u1160\u3164\uffa0\u2800]*$/u;
+  // What Python's str.strip() removes (not U+FEFF, which JavaScript's trim() also removes).
+  const EDGES = /^[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
 
   const meter = () => document.getElementById("prompt-meter");
   const limit = () => Number(meter()?.dataset.max) || Infinity;
-  // Code points, as the server counts, after the trim the server makes.
-  const length = (text) => [...text.trim()].length;
+  // Code points, as the server counts, after the NULs it drops and the trim it makes.
+  const length = (text) => [...text.replaceAll("\0", "").replace(EDGES, "")].length;
   const inPrompt = (el) => el instanceof Element && el.closest("#prompt") !== null;
   const shown = (el) => el !== null && el.offsetParent !== null && !el.disabled;
 
   function problem(text) {
-    if (BLANK.test(text)) return "Type a prompt first.";
+    if (BLANK.test(text)) return "Type a message first.";
     const n = length(text);
     const max = limit();
     if (n > max) {
-      return `Too long to send: ${n.toLocaleString()} characters; the limit is ` +
-        `${max.toLocaleString()}. Shorten it, and press Enter again.`;
+      return `Too long to send: ${n.toLocaleString("en-US")} characters; the limit is ` +
+        `${max.toLocaleString("en-US")}. Shorten it, and press Enter again.`;
     }
     return null;
   }
@@ -33,7 +36,7 @@
     const max = limit();
     box.classList.toggle("over", n > max);
     box.classList.toggle("refused", Boolean(why));
-    box.textContent = why || (n ? `${n.toLocaleString()} / ${max.toLocaleString()}` : "");
+    box.textContent = why || (n ? `${n.toLocaleString("en-US")} / ${max.toLocaleString("en-US")}` : "");
   }
 
   function guard(event, textarea) {
@@ -54,13 +57,14 @@
       const target = event.target;
       if (inPrompt(target)) {
         if (event.key === "Enter" && !event.shiftKey && !event.isComposing) guard(event, target);
+        if (event.key === "Escape" && type === "keydown") target.blur();  // then 1 to 4 vote
         return;
       }
       if (type !== "keydown" || event.ctrlKey || event.metaKey || event.altKey) return;
       if (target instanceof Element && target.closest("input, textarea, select, [contenteditable]")) {
         return;
       }
-      const id = VOTE_KEYS[event.key.toLowerCase()];
+      const id = VOTE_KEYS[event.key];
       const button = id ? document.getElementById(id) : null;
       if (shown(button)) {
         event.preventDefault();
@@ -75,10 +79,25 @@
     if (textarea) guard(event, textarea);
   }, true);
 
-  // A new battle or a sent prompt empties the box: the counter follows.
+  // A new battle or a sent prompt empties the box: the counter follows. And when the box is
+  // usable again after the answers (it is disabled while they stream, which drops the focus),
+  // typing goes back into it: a follow-up typed straight away must not land on the vote keys.
+  // Only where there is a real keyboard: on a phone, focusing the box would pop up the
+  // on-screen keyboard, and there are no vote keys to land on anyway. The box's first
+  // appearance counts as becoming usable, for a page just (re)loaded.
+  const keyboard = window.matchMedia("(pointer: fine)").matches;
+  let wasDisabled = true;
   new MutationObserver(() => {
     const textarea = document.querySelector("#prompt textarea");
     const box = meter();
     if (textarea && box && !textarea.value && !box.classList.contains("refused")) count("", null);
-  }).observe(document.documentElement, { subtree: true, childList: true });
+    if (!textarea) return;
+    if (keyboard && wasDisabled && !textarea.disabled) {
+      const focus = document.activeElement;
+      if (!focus || focus === document.body) textarea.focus({ preventScroll: true });
+    }
+    wasDisabled = textarea.disabled;
+  }).observe(document.documentElement, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["disabled"],
+  });
 })();

@@ -78,6 +78,7 @@ def _thinking(
     return {"role": "assistant", "content": plain(line)}
 
 
+ALREADY_VOTED = "This battle already had your vote, from another tab."
 CUT_SHORT = "✂️ This answer was cut short: the model reached its token limit."
 
 
@@ -155,14 +156,15 @@ def _placeholder(view: BattleView | None, voted: bool = False) -> str:
     if view.state is BattleState.ANSWERING:
         return "Wait for both answers…"
     if view.state is BattleState.AWAITING_VOTE and view.turns_left > 0:
-        return f"Ask a follow-up ({view.turns_left} left), or vote above"
+        return f"Ask a follow-up ({view.turns_left} left), or vote above (Esc, then 1 to 4)"
     if view.state is BattleState.AWAITING_VOTE:
         return "No follow-ups left: vote above, or press New battle"
     return "Press New battle to try again"
 
 
-# Keys that vote when the focus is not in the prompt box (arena/static/arena.js).
-VOTE_KEYS = {Outcome.A: "A", Outcome.B: "B", Outcome.TIE: "T", Outcome.BOTH_BAD: "X"}
+# Keys that vote when the focus is not in the prompt box (arena/static/arena.js). Digits, not
+# letters: a follow-up typed while the focus was elsewhere must not start with a vote.
+VOTE_KEYS = {Outcome.A: "1", Outcome.B: "2", Outcome.TIE: "3", Outcome.BOTH_BAD: "4"}
 VOTE_LABELS = {
     Outcome.A: "👈 A is better",
     Outcome.B: "👉 B is better",
@@ -249,21 +251,23 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     reveal = gr.Markdown(
         "", visible=False, elem_id="reveal", sanitize_html=True, latex_delimiters=LATEX
     )
+    # The character counter and the browser's own prompt checks (arena/static/arena.js),
+    # above the box so that a phone shows them where the voter looks.
+    gr.HTML(
+        f'<div id="prompt-meter" data-max="{config.max_prompt_chars}" aria-live="polite"></div>',
+        elem_id="prompt-meter-box",
+        padding=False,
+    )
     with gr.Row():
         prompt = gr.Textbox(
             placeholder=PLACEHOLDER,
+            label="Your prompt",  # shown only above a refusal of the server's prompt checks
             show_label=False,
             scale=8,
             max_lines=8,
             elem_id="prompt",
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-    # The character counter and the browser's own prompt checks (arena/static/arena.js).
-    gr.HTML(
-        f'<div id="prompt-meter" data-max="{config.max_prompt_chars}" aria-live="polite"></div>',
-        elem_id="prompt-meter-box",
-        padding=False,
-    )
     new = gr.Button("🔄 New battle", elem_id="new-battle")
     # Where Gradio draws the progress and "Error" markers of these events: nowhere visible.
     # The status line says what is happening, and refusals are toasts (issue 9).
@@ -328,33 +332,58 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
             # A refusal is one line in the log at most, and no traceback (issue 9).
             raise gr.Error(str(err), print_exception=False) from None
 
+    def voted(
+        view: BattleView, result: Reveal, notice: str = "Thanks for voting!"
+    ) -> tuple[Any, ...]:
+        return (
+            gr.update(
+                value=chat_messages(view.a, result.a, remote_images=images),
+                label=f"Model A: {result.a.model}",
+            ),
+            gr.update(
+                value=chat_messages(view.b, result.b, remote_images=images),
+                label=f"Model B: {result.b.model}",
+            ),
+            gr.update(value="", interactive=False, placeholder=_placeholder(view, True)),
+            gr.update(interactive=False),
+            gr.update(visible=False),
+            f"{notice} Press **New battle** to play again.",
+            gr.update(value=reveal_markdown(result, images), visible=True),
+            Session(battle_id=result.battle_id, view=view, reveal=result),
+        )
+
+    async def stale_page(current: Session, voter: Voter, refusal: str) -> tuple[Any, ...] | None:
+        """After a refused vote: if another tab of this voter moved the battle on, show it as
+        it stands now rather than buttons that can only fail (review of issue 9). None: the
+        page was not stale, and the refusal stands."""
+        assert current.battle_id is not None and current.view is not None
+        state, view, reveal = await battles.as_stored(current.battle_id, voter)
+        if reveal is not None and view is not None and current.reveal is None:
+            gr.Warning(ALREADY_VOTED)
+            return voted(view, reveal, ALREADY_VOTED)
+        if view is not None and len(view.a) != len(current.view.a):
+            gr.Warning(refusal)
+            return render(view, notice=refusal)
+        stale = current.reveal is None and current.view.state is BattleState.AWAITING_VOTE
+        if state in (BattleState.ABANDONED, BattleState.FAILED) and stale:
+            gr.Warning(refusal)
+            return _empty(f"{refusal} Type a prompt to start a new battle.")
+        return None
+
     def voter_for(outcome: Outcome) -> Any:
         async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
             if not current.battle_id or current.view is None:
                 raise gr.Error("There is no battle to vote on yet.", print_exception=False)
+            voter = voter_of(app.identity, request)
+            seen = len(current.view.a)
             try:
-                result = await battles.vote(
-                    current.battle_id, voter_of(app.identity, request), outcome
-                )
+                result = await battles.vote(current.battle_id, voter, outcome, seen_turns=seen)
             except ArenaError as err:
-                raise gr.Error(str(err), print_exception=False) from None
-            view = current.view
-            return (
-                gr.update(
-                    value=chat_messages(view.a, result.a, remote_images=images),
-                    label=f"Model A: {result.a.model}",
-                ),
-                gr.update(
-                    value=chat_messages(view.b, result.b, remote_images=images),
-                    label=f"Model B: {result.b.model}",
-                ),
-                gr.update(value="", interactive=False, placeholder=_placeholder(view, True)),
-                gr.update(interactive=False),
-                gr.update(visible=False),
-                "Thanks for voting! Press **New battle** to play again.",
-                gr.update(value=reveal_markdown(result, images), visible=True),
-                Session(battle_id=current.battle_id, view=view, reveal=result),
-            )
+                synced = await stale_page(current, voter, str(err))
+                if synced is None:
+                    raise gr.Error(str(err), print_exception=False) from None
+                return synced
+            return voted(current.view, result)
 
         vote.__name__ = f"vote_{outcome.value}"
         return vote
