@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from gradio_client import Client
 
 from arena import db
 from arena.cluster import SITE, find_nginx, site_config
+from arena.lifecycle import BattleState
 from tests.servers import demo_config_data, free_port, write_config
 
 pytestmark = pytest.mark.skipif(
@@ -66,35 +68,48 @@ def _free(port: int) -> bool:
     return True
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, demo_url: str, postgres_url: str) -> Iterator[Cluster]:
-    data = demo_config_data(
-        demo_url, {f"contestant-{n}": m for n, m in [("one", "terse"), ("two", "verbose")]}
-    )
+def start_cluster(
+    tmp_path: Path, data: dict[str, Any], database_url: str, processes: int
+) -> Cluster:
+    """`arena cluster` as an operator runs it, in a session of its own (killed whole after)."""
     port = free_port()
     env = {
         **os.environ,
         "ARENA_CONFIG": str(write_config(tmp_path, data)),
-        "ARENA_DATABASE_URL": postgres_url,
+        "ARENA_DATABASE_URL": database_url,
     }
-    argv = [sys.executable, "-m", "arena", "cluster", "--processes", "2", "--port", str(port)]
-    argv += ["--first-port", str(ports_in_a_row(2, avoid=port))]
+    argv = [sys.executable, "-m", "arena", "cluster", "--processes", str(processes)]
+    argv += ["--port", str(port), "--first-port", str(ports_in_a_row(processes, avoid=port))]
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
         try:
             httpx.get(url + "/healthz", timeout=1).raise_for_status()
-            break
+            return Cluster(url, proc, database_url)
         except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "cluster did not start"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_cluster(proc)
+                raise AssertionError("the cluster did not start") from None
             time.sleep(0.2)
+
+
+def stop_cluster(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, demo_url: str, postgres_url: str) -> Iterator[Cluster]:
+    data = demo_config_data(
+        demo_url, {f"contestant-{n}": m for n, m in [("one", "terse"), ("two", "verbose")]}
+    )
+    found = start_cluster(tmp_path, data, postgres_url, 2)
     try:
-        yield Cluster(url, proc, postgres_url)
+        yield found
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_cluster(found.proc)
 
 
 def voter(url: str) -> Client:
@@ -154,3 +169,120 @@ def test_a_killed_process_is_restarted_and_the_others_serve_on(cluster: Cluster)
     with engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(db.votes)) == 4
     engine.dispose()
+
+
+# -- durability under load (issue 10, §3) ---------------------------------------------------
+
+
+async def _keep_voting(url: str, until: float, voters: int) -> dict[str, int]:
+    """`voters` browsers playing battles back to back until `until` (monotonic), speaking
+    Gradio's queue protocol as bench/battles.py does; returns the votes acknowledged to each
+    voter id (a vote whose reply said so)."""
+    import asyncio
+
+    from bench.battles import Voter, endpoints, play
+
+    eps = await asyncio.to_thread(endpoints, url)
+    acked: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0)) as client:
+
+        async def one(index: int) -> None:
+            cookie = ""
+            while time.monotonic() < until:
+                try:
+                    if not cookie:  # a browser's first page load
+                        cookie = (await client.get("/")).cookies["arena_voter"]
+                        client.cookies.clear()
+                    voter = Voter(index, cookie.split(".")[0], cookie)
+                    await play(client, eps, voter, f"Voter {index}: a question", 0.0)
+                except (httpx.HTTPError, KeyError):
+                    await asyncio.sleep(0.2)  # the balancer had no live process for a moment
+                    continue
+                if voter.error is None:
+                    acked[voter.voter_id] = acked.get(voter.voter_id, 0) + 1
+                else:
+                    await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(one(i) for i in range(voters)))
+    return acked
+
+
+def _votes_by_voter(database_url: str) -> dict[str, int]:
+    engine = db.make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(db.votes.c.voter_id, sa.func.count()).group_by(db.votes.c.voter_id)
+        ).all()
+    engine.dispose()
+    return {str(voter): int(n) for voter, n in rows}
+
+
+def _answering(database_url: str) -> int:
+    engine = db.make_engine(database_url)
+    with engine.connect() as conn:
+        n = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(db.battles)
+            .where(db.battles.c.status == BattleState.ANSWERING.value)
+        )
+    engine.dispose()
+    return int(n or 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("processes", "database"), [(1, "sqlite"), (2, "postgres")])
+def test_no_acknowledged_vote_is_lost_when_processes_are_killed_under_load(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    slow_demo_url: str,
+    processes: int,
+    database: str,
+) -> None:
+    """Voters play battles back to back while arena processes are killed with SIGKILL, three
+    times: every acknowledged vote is stored, no battle is left answering, and the arena serves
+    again without a manual step. One process on SQLite (WAL, busy timeout: concurrent writers
+    wait rather than fail) and two on PostgreSQL, as the issue asks."""
+    import asyncio
+    import threading
+
+    data = demo_config_data(
+        slow_demo_url,
+        {"contestant-one": "terse", "contestant-two": "verbose"},
+        heartbeat_seconds=0.5,
+        owner_gone_seconds=2,
+    )
+    database_url = str(request.getfixturevalue(f"{database}_url"))
+    cluster = start_cluster(tmp_path, data, database_url, processes)
+    try:
+        engine = db.make_engine(database_url)
+        killed: list[int] = []
+
+        def kill_three() -> None:
+            for _ in range(3):
+                time.sleep(4)
+                with engine.connect() as conn:
+                    ids = conn.execute(sa.select(db.instances.c.id)).scalars().all()
+                pid = int(sorted(ids)[len(killed) % len(ids)].split(":")[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        killer = threading.Thread(target=kill_three)
+        killer.start()
+        acked = asyncio.run(_keep_voting(cluster.url, time.monotonic() + 16, voters=12))
+        killer.join()
+        engine.dispose()
+        assert len(killed) == 3 and sum(acked.values()) > 0
+        print(f"{sum(acked.values())} votes acknowledged to {len(acked)} voters; 3 kills")
+        stored = _votes_by_voter(database_url)
+        lost = {v: n - stored.get(v, 0) for v, n in acked.items() if stored.get(v, 0) < n}
+        assert not lost, f"acknowledged votes missing from the database: {lost}"
+        deadline = time.monotonic() + 30  # cut-off battles end as abandoned, never stuck
+        while _answering(database_url):
+            assert time.monotonic() < deadline, "battles were left answering"
+            time.sleep(0.5)
+        client = voter(cluster.url)  # the restarted processes serve with no manual step
+        job = client.submit("After the kills", api_name="/ask")
+        job.result(timeout=60)
+        assert "Which answer is better?" in job.outputs()[-1][3]
+    finally:
+        stop_cluster(cluster.proc)
