@@ -50,6 +50,7 @@ import httpx
 import sqlalchemy as sa
 
 from arena import db
+from arena.cluster import SITE
 from arena.config import NO_LIMITS
 
 API = "/gradio_api"
@@ -129,6 +130,20 @@ class Server:
         return process_cpu(self.pid)
 
 
+@dataclass
+class Pool:
+    """Several app processes behind nginx (`--replicas N`): the shipped deploy/nginx/arena.conf,
+    run as `arena cluster` runs it. Voters reach them through nginx, sticky by voter cookie."""
+
+    name: str
+    url: str
+    members: list[Server]
+
+    def cpu_seconds(self) -> float | None:
+        each = [m.cpu_seconds() for m in self.members]
+        return None if any(c is None for c in each) else sum(c or 0.0 for c in each)
+
+
 def process_cpu(pid: int) -> float | None:
     """User + system CPU seconds of a process, from /proc (None where there is none)."""
     try:
@@ -169,6 +184,29 @@ def serve(name: str, kind: str, params: dict[str, Any], health: str) -> Iterator
             process.join(timeout=5)
 
 
+@contextlib.contextmanager
+def balancer(members: Sequence[Server], tmp: Path) -> Iterator[str]:
+    """nginx in front of `members`, as `arena cluster` runs it; yields its URL."""
+    from arena.cluster import find_nginx, nginx_child
+
+    nginx = find_nginx()
+    if nginx is None:
+        raise RuntimeError("--replicas needs nginx (Debian: apt-get install nginx)")
+    prefix = tmp / "nginx"
+    prefix.mkdir(exist_ok=True)
+    ports = [int(m.url.rsplit(":", 1)[1]) for m in members]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        listen = sock.getsockname()[1]
+    front = nginx_child(nginx, prefix, ports, listen, SITE)
+    front.start()
+    try:
+        front.wait_ready()
+        yield f"http://127.0.0.1:{listen}"
+    finally:
+        front.stop()
+
+
 # ---------------------------------------------------------------------------
 # The registry and what the demo server alone would take
 
@@ -186,6 +224,8 @@ def registry(models: Sequence[ModelSpec]) -> dict[str, Any]:
     return {
         "arena": {"title": "Bench Arena", "demo": True, "max_turns": 3},
         "timeouts": {"connect": 5, "first_token": 60, "between_tokens": 30, "total": 300},
+        # The ratings job reads ARENA_CONFIG in a child process, which a benchmark has not got.
+        "ratings": {"interval_minutes": 0},
         # Hundreds of voters from one address: the abuse limits would refuse most of them.
         "limits": NO_LIMITS,
         "models": [
@@ -716,7 +756,8 @@ def report(
     print(f"\n== {label} ==")
     print(
         f"battles completed {len(done)}/{n}   errors {len(errors)}   "
-        f"votes in database {votes}/{n}   wall {wall:.1f} s"
+        f"votes in database {votes}/{n}   wall {wall:.1f} s   "
+        f"({len(done) / wall:.1f} battles/s)"
     )
     for e in errors[:5]:
         print(f"  error: {e}")
@@ -760,6 +801,10 @@ def report(
             f"app {app_cpu:.1f} s ({app_cpu / n * 1000:.0f} ms/battle{per_update}, "
             f"{app_cpu / wall * 100:.0f}% of one core over the run)"
         )
+    members = sorted(k for k in cpu if k.startswith("app") and k != "app")
+    if members:  # replicas: each process's share (the battles spread by voter cookie)
+        each = [f"{c:.1f}" if (c := cpu[k]) is not None else "?" for k in members]
+        parts.append(f"per process {' / '.join(each)} s")
     if cpu.get("demo") is not None:
         parts.append(f"demo servers {cpu['demo']:.1f} s")
     parts.append(f"load generator {cpu['client']:.1f} s")
@@ -775,7 +820,7 @@ def report(
 
 def run(
     label: str,
-    app: Server,
+    app: Server | Pool,
     demos: Sequence[Server],
     prefix: str,
     n: int,
@@ -790,7 +835,10 @@ def run(
     def cpu() -> dict[str, float | None]:
         d = [s.cpu_seconds() for s in demos]
         demo = None if any(x is None for x in d) else sum(x or 0.0 for x in d)
-        return {"app": app.cpu_seconds(), "demo": demo, "client": time.process_time()}
+        found = {"app": app.cpu_seconds(), "demo": demo, "client": time.process_time()}
+        for i, member in enumerate(getattr(app, "members", [])):
+            found[f"app{i + 1}"] = member.cpu_seconds()
+        return found
 
     before = cpu()
     voters, wall = asyncio.run(run_voters(app.url, eps, prefix, n, args.ramp, args.keep_alive))
@@ -803,7 +851,7 @@ def run(
     return report(label, n, voters, stored, wall, used, slow=slow, on_time=args.on_time)
 
 
-def warm_up(app: Server, eps: dict[str, Endpoint], prefix: str, keep_alive: bool) -> None:
+def warm_up(app: Server | Pool, eps: dict[str, Endpoint], prefix: str, keep_alive: bool) -> None:
     (voter,), _ = asyncio.run(run_voters(app.url, eps, prefix, 1, 0.0, keep_alive))
     if voter.error:
         raise RuntimeError(f"warm-up battle failed: {voter.error}")
@@ -823,6 +871,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[1, 50, 200],
         metavar="N",
         help="concurrent voters per run (default: 1 50 200)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="app processes; above 1 they run behind nginx as `arena cluster` runs them "
+        "(deploy/nginx/arena.conf), sticky by voter cookie",
     )
     p.add_argument("--latency", type=float, default=0.3, help="demo first-token latency, s")
     p.add_argument("--tps", type=float, default=40.0, help="demo tokens per second")
@@ -860,6 +916,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if any(n < 1 for n in args.voters) or args.hol_voters < 0 or args.tps <= 0:
         p.error("voters must be positive and --tps above zero")
+    if args.replicas < 1:
+        p.error("--replicas must be at least 1")
     return args
 
 
@@ -904,22 +962,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         db.upgrade(database_url)
 
         @contextlib.contextmanager
-        def arena(name: str, specs: dict[str, ModelSpec]) -> Iterator[Server]:
+        def arena(name: str, specs: dict[str, ModelSpec]) -> Iterator[Server | Pool]:
             params = {
                 "registry": registry(list(specs.values())),
                 "database_url": database_url,
             }
             t = time.perf_counter()
-            with serve(name, "app", params, "/api/health") as app:
+            with contextlib.ExitStack() as stack:
+                members = [
+                    stack.enter_context(serve(f"{name}-{i + 1}", "app", params, "/api/health"))
+                    for i in range(args.replicas)
+                ]
                 started = time.perf_counter() - t
-                warm_up(app, endpoints(app.url), f"warmup-{name}", args.keep_alive)
+                for member in members:
+                    warm_up(member, endpoints(member.url), f"warmup-{member.name}", args.keep_alive)
+                app: Server | Pool = members[0]
+                if args.replicas > 1:
+                    app = Pool(name, stack.enter_context(balancer(members, Path(tmp))), members)
                 idle = ""
                 cpu0 = app.cpu_seconds()
                 time.sleep(IDLE_SECONDS)
                 cpu1 = app.cpu_seconds()
                 if cpu0 is not None and cpu1 is not None:
                     idle = f"; idle, it uses {(cpu1 - cpu0) / IDLE_SECONDS * 100:.0f}% of a core"
-                print(f"\n({name} started in {started:.1f} s; one warm-up battle played{idle})")
+                what = (
+                    f"{name} ({args.replicas} processes behind nginx)"
+                    if args.replicas > 1
+                    else name
+                )
+                print(f"\n({what} started in {started:.1f} s; a warm-up battle played{idle})")
                 yield app
 
         demo_params = {"latency": args.latency, "tps": args.tps}
