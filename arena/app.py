@@ -82,7 +82,12 @@ def create_app(
     identity = make_identity(settings, registry, store)
     # One client for every endpoint: a pool sized for hundreds of concurrent streams.
     http = http or httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+        # An idle connection is dropped before the model server's own keep-alive runs out
+        # (uvicorn, under vLLM and SGLang, closes after 5 s): reusing one just as the server
+        # closes it fails the request, and with it a side of a battle (review of issue 9).
+        limits=httpx.Limits(
+            max_connections=2000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE
+        ),
         follow_redirects=False,
     )
     router = Router(registry, http)
@@ -164,6 +169,7 @@ def create_app(
 
 
 SWEEP_INTERVAL = 300.0  # seconds between sweeps for stale battles
+KEEPALIVE = 3.0  # seconds an idle connection to a model server is kept for reuse
 
 
 async def heartbeat(

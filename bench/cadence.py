@@ -77,13 +77,24 @@ def page_battles(url: str, battles: int, load: int) -> list[float]:
             page.locator("#prompt textarea").fill(f"How do tides work? ({i})")
             page.evaluate("window.arenaTicks = []")
             page.locator("#prompt textarea").press("Enter")
+            failed = page.get_by_text("cannot be voted on")
             try:
-                page.locator("#vote-a").wait_for(state="visible", timeout=120_000)
+                page.locator("#vote-a").or_(failed).first.wait_for(timeout=120_000)
             except Exception:
                 shot = Path(tempfile.gettempdir()) / "cadence-failed.png"
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"the battle did not finish; the page is in {shot}")
                 raise
+            if failed.is_visible():  # a side failed: say so, and what the panes said
+                print(
+                    f"battle {i} failed: {page.locator('#chat-a').inner_text()[-120:]!r} | "
+                    f"{page.locator('#chat-b').inner_text()[-120:]!r}"
+                )
+                page.locator("#new-battle").click()
+                page.get_by_text("cannot be voted on").wait_for(state="hidden", timeout=60_000)
+                if load:
+                    others.join()
+                continue
             # The first change of each pane is the prompt appearing: the answer starts after.
             ticks = page.evaluate("window.arenaTicks")
             found.extend(gaps([t for t in ticks if t][2:]))
