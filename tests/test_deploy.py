@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,16 @@ class Cluster:
     url: str
     proc: subprocess.Popen[bytes]
     database_url: str
+    ports: tuple[int, ...] = ()
+
+    def all_serving(self) -> bool:
+        """Every arena process answers (a restarted one joins the balancer's pool again)."""
+        try:
+            for port in self.ports:
+                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).raise_for_status()
+        except httpx.HTTPError:
+            return False
+        return True
 
 
 def ports_in_a_row(count: int, avoid: int) -> int:
@@ -79,14 +90,15 @@ def start_cluster(
         "ARENA_DATABASE_URL": database_url,
     }
     argv = [sys.executable, "-m", "arena", "cluster", "--processes", str(processes)]
-    argv += ["--port", str(port), "--first-port", str(ports_in_a_row(processes, avoid=port))]
+    first = ports_in_a_row(processes, avoid=port)
+    argv += ["--port", str(port), "--first-port", str(first)]
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
         try:
             httpx.get(url + "/healthz", timeout=1).raise_for_status()
-            return Cluster(url, proc, database_url)
+            return Cluster(url, proc, database_url, tuple(range(first, first + processes)))
         except httpx.HTTPError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_cluster(proc)
@@ -174,8 +186,8 @@ def test_a_killed_process_is_restarted_and_the_others_serve_on(cluster: Cluster)
 # -- durability under load (issue 10, §3) ---------------------------------------------------
 
 
-async def _keep_voting(url: str, until: float, voters: int) -> dict[str, int]:
-    """`voters` browsers playing battles back to back until `until` (monotonic), speaking
+async def _keep_voting(url: str, stop: threading.Event, voters: int) -> dict[str, int]:
+    """`voters` browsers playing battles back to back until `stop` is set, speaking
     Gradio's queue protocol as bench/battles.py does; returns the votes acknowledged to each
     voter id (a vote whose reply said so)."""
     import asyncio
@@ -188,7 +200,7 @@ async def _keep_voting(url: str, until: float, voters: int) -> dict[str, int]:
 
         async def one(index: int) -> None:
             cookie = ""
-            while time.monotonic() < until:
+            while not stop.is_set():
                 try:
                     if not cookie:  # a browser's first page load
                         cookie = (await client.get("/")).cookies["arena_voter"]
@@ -205,6 +217,27 @@ async def _keep_voting(url: str, until: float, voters: int) -> dict[str, int]:
 
         await asyncio.gather(*(one(i) for i in range(voters)))
     return acked
+
+
+def wait_serving(cluster: Cluster) -> None:
+    deadline = time.monotonic() + 60
+    while not cluster.all_serving():  # a killed process is back, serving
+        assert time.monotonic() < deadline, "a killed process did not serve again"
+        time.sleep(0.2)
+
+
+def serving_pids(cluster: Cluster) -> list[int]:
+    """The `arena serve` processes `arena cluster` runs (its session's), in a stable order."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[3]) == cluster.proc.pid and b"serve" in cmdline:
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def _votes_by_voter(database_url: str) -> dict[str, int]:
@@ -243,7 +276,6 @@ def test_no_acknowledged_vote_is_lost_when_processes_are_killed_under_load(
     again without a manual step. One process on SQLite (WAL, busy timeout: concurrent writers
     wait rather than fail) and two on PostgreSQL, as the issue asks."""
     import asyncio
-    import threading
 
     data = demo_config_data(
         slow_demo_url,
@@ -254,23 +286,28 @@ def test_no_acknowledged_vote_is_lost_when_processes_are_killed_under_load(
     database_url = str(request.getfixturevalue(f"{database}_url"))
     cluster = start_cluster(tmp_path, data, database_url, processes)
     try:
-        engine = db.make_engine(database_url)
         killed: list[int] = []
 
+        stop = threading.Event()
+
         def kill_three() -> None:
-            for _ in range(3):
+            try:
+                for turn in range(3):
+                    wait_serving(cluster)
+                    time.sleep(4)  # voters play on a serving arena, then it dies mid-battle
+                    pids = serving_pids(cluster)
+                    pid = pids[turn % len(pids)]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                wait_serving(cluster)
                 time.sleep(4)
-                with engine.connect() as conn:
-                    ids = conn.execute(sa.select(db.instances.c.id)).scalars().all()
-                pid = int(sorted(ids)[len(killed) % len(ids)].split(":")[1])
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            finally:
+                stop.set()
 
         killer = threading.Thread(target=kill_three)
         killer.start()
-        acked = asyncio.run(_keep_voting(cluster.url, time.monotonic() + 16, voters=12))
+        acked = asyncio.run(_keep_voting(cluster.url, stop, voters=12))
         killer.join()
-        engine.dispose()
         assert len(killed) == 3 and sum(acked.values()) > 0
         print(f"{sum(acked.values())} votes acknowledged to {len(acked)} voters; 3 kills")
         stored = _votes_by_voter(database_url)
@@ -280,7 +317,11 @@ def test_no_acknowledged_vote_is_lost_when_processes_are_killed_under_load(
         while _answering(database_url):
             assert time.monotonic() < deadline, "battles were left answering"
             time.sleep(0.5)
-        client = voter(cluster.url)  # the restarted processes serve with no manual step
+        # The restarted processes serve with no manual step, once they have started (the last
+        # kill may have left none up for a few seconds).
+        wait_serving(cluster)
+        time.sleep(11)  # nginx tries a server it marked failed again after fail_timeout (10 s)
+        client = voter(cluster.url)
         job = client.submit("After the kills", api_name="/ask")
         job.result(timeout=60)
         assert "Which answer is better?" in job.outputs()[-1][3]
