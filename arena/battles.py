@@ -123,6 +123,7 @@ class SideProgress:
     usage: Usage | None = None
     finish_reason: str | None = None
     error: str | None = None
+    error_detail: str | None = None  # the server's own words: operator only
 
     def apply(self, chunk: Chunk) -> None:
         t = time.monotonic()
@@ -142,11 +143,12 @@ class SideProgress:
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
 
-    def finish(self, error: str | None = None) -> None:
+    def finish(self, error: str | None = None, detail: str | None = None) -> None:
         self.ended_at = time.monotonic()
         if error is None and not self.content.strip():
             error = "The model returned an empty answer."
         self.error = error
+        self.error_detail = detail
 
     @property
     def done(self) -> bool:
@@ -158,7 +160,8 @@ class SideProgress:
     def view(self) -> TurnView:
         thinking_seconds = None
         thinking = False
-        if self.reasoning and self.first_token_at is not None:
+        # Reasoning that is only whitespace is no reasoning: no "Thought for 0.0 s" line.
+        if self.reasoning.strip() and self.first_token_at is not None:
             until = self.first_answer_at or self.ended_at or time.monotonic()
             thinking_seconds = max(0.0, until - self.first_token_at)
             thinking = self.first_answer_at is None and not self.done
@@ -185,6 +188,7 @@ class SideProgress:
             duration_ms=self._ms(self.ended_at),
             finish_reason=self.finish_reason,
             error=self.error,
+            error_detail=self.error_detail,
             usage=_usage_dict(usage),
         )
 
@@ -512,16 +516,17 @@ class BattleService:
         async def pump(side: Side, provider: Provider, request: ChatRequest) -> None:
             side_progress = progress[side]
             error: str | None = None
+            detail: str | None = None
             try:
                 async for chunk in provider.stream_chat(request):
                     side_progress.apply(chunk)
                     changed.set()
             except ProviderError as err:
-                error = str(err)
+                error, detail = str(err), err.detail
             except Exception:
                 log.exception("battle %s side %s: unexpected failure", battle.id, side.value)
                 error = "Something went wrong on this side."
-            side_progress.finish(error)
+            side_progress.finish(error, detail)
             changed.set()
 
         tasks: list[asyncio.Task[None]] = []

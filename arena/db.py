@@ -133,6 +133,9 @@ messages = sa.Table(
     sa.Column("duration_ms", sa.Float),
     sa.Column("finish_reason", sa.String(32)),
     sa.Column("error", sa.Text),
+    # The model server's own error text (a body, a mid-stream error event): for the operator,
+    # never shown to a voter or exported, since it can name the model (issue 7).
+    sa.Column("error_detail", sa.Text),
     # Compute spent on this answer, for test-time-compute strategies (all candidates).
     sa.Column("usage", sa.JSON),
     sa.Column("created_at", Time, nullable=False),

@@ -20,7 +20,12 @@ class StorageError(ArenaError):
 
 
 class ProviderError(ArenaError):
-    """A model endpoint failed. `str(err)` is safe to show to a voter."""
+    """A model endpoint failed. `str(err)` is safe to show to a voter; `detail` is what the
+    server itself said, for the log and the operator only: an error body can name the model."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class ConnectError(ProviderError):

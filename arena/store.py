@@ -61,9 +61,10 @@ class AnswerRecord:
     answer_ms: float | None = None
     duration_ms: float | None = None
     finish_reason: str | None = None
-    error: str | None = None
+    error: str | None = None  # as the voter sees it
     usage: Mapping[str, Any] | None = None
     candidates: Sequence[Candidate] = field(default_factory=tuple)
+    error_detail: str | None = None  # what the server said: for the operator only
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,7 @@ class Store:
                         duration_ms=answer.duration_ms,
                         finish_reason=answer.finish_reason,
                         error=answer.error,
+                        error_detail=answer.error_detail,
                         usage=dict(answer.usage) if answer.usage else None,
                         created_at=t,
                     )

@@ -241,3 +241,33 @@ async def test_backfill_tags_old_battles(demo_url: str, sqlite_url: str) -> None
     assert "math" in svc.store.battle(battle_id).categories
     assert svc.store.backfill_categories(RuleTagger()) == 0  # only untagged ones by default
     assert svc.store.backfill_categories(RuleTagger(), only_missing=False) == 1
+
+
+async def test_a_server_error_is_stored_for_the_operator_and_never_shown(
+    demo_url: str, sqlite_url: str
+) -> None:
+    # The demo server answers max_tokens = 0 with HTTP 400 and its reason in the body.
+    data = demo_config_data(demo_url, {"refuses": "terse", "answers": "verbose"})
+    data["models"][0]["params"] = {"max_tokens": 0}
+    svc = service(sqlite_url, data)
+    final = (await play(svc, Voter("v1", None), "Hello"))[-1]
+    assert final.state is BattleState.FAILED
+    shown = repr(final)
+    assert "rejected the request (HTTP 400)" in shown
+    assert "max_tokens must be a positive integer" not in shown
+    with svc.store.engine.connect() as conn:
+        row = conn.execute(db.messages.select().where(db.messages.c.model == "refuses")).one()
+    assert row.error == "The model server rejected the request (HTTP 400)."
+    assert row.error_detail == "max_tokens must be a positive integer"
+
+
+def test_reasoning_that_is_only_whitespace_shows_no_thinking_line() -> None:
+    from arena.battles import SideProgress
+    from arena.providers.base import Chunk
+
+    side = SideProgress(model="m", prompt="p")
+    side.apply(Chunk(reasoning="\n\n"))
+    side.apply(Chunk(content="Answer."))
+    side.finish()
+    assert side.view().thinking_seconds is None
+    assert side.record().reasoning == "\n\n"  # stored exactly as sent

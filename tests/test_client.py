@@ -57,6 +57,10 @@ def provider(url: str, model: str, timeouts: Timeouts = FAST, **kw: object) -> O
 # -- parsing single events -------------------------------------------------------------
 
 
+def finish(reason: str) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
+
+
 def delta(**fields: object) -> dict[str, object]:
     return {"choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
 
@@ -196,9 +200,32 @@ def odd_server() -> Iterator[str]:
                 for piece in ({"reasoning_content": "r1 "}, {"reasoning_content": "r2"}):
                     yield "data: " + json.dumps(delta(**piece)) + "\n\n"
                 yield "data: " + json.dumps(delta(content="final")) + "\n\n"
+                yield "data: " + json.dumps(finish("stop")) + "\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(sglang(), media_type="text/event-stream")
+        if mode == "interrupted":
+            # llama-cpp-python's server when another request interrupts this one
+            # (interrupt_requests on): [DONE] mid-answer, no finish_reason (issue 7).
+
+            async def interrupted() -> AsyncIterator[str]:
+                for word in ("The user said hi, ", "so I should"):
+                    yield "data: " + json.dumps(delta(content=word)) + "\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(interrupted(), media_type="text/event-stream")
+        if mode == "error-event":
+            # transformers serve: an error event mid-stream, then the stream ends.
+
+            async def error_event() -> AsyncIterator[str]:
+                yield "data: " + json.dumps(delta(content="Hel")) + "\n\n"
+                said = "max_new_tokens must be greater than 0, but is -3 for secret-model-7b"
+                yield "data: " + json.dumps({"error": said}) + "\n\n"
+
+            return StreamingResponse(error_event(), media_type="text/event-stream")
+        if mode == "http-400":
+            said = {"error": {"message": "This model's maximum context length is 4096 tokens"}}
+            return JSONResponse(said, status_code=400)
         if mode == "cutoff":
 
             async def cutoff() -> AsyncIterator[str]:
@@ -254,6 +281,28 @@ async def test_cut_off_stream_is_an_error(odd_server: str) -> None:
     # Tokens, then the connection closes with no finish_reason and no [DONE].
     with pytest.raises(EndpointError, match="cut off"):
         await collect(provider(odd_server, "m"), request("cutoff"))
+
+
+async def test_done_without_finish_reason_is_a_cut_off_answer(odd_server: str) -> None:
+    with pytest.raises(EndpointError, match="cut off") as info:
+        await collect(provider(odd_server, "m"), request("interrupted"))
+    assert info.value.detail and "finish_reason" in info.value.detail
+
+
+async def test_server_error_text_is_kept_for_the_operator_only(
+    odd_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(EndpointError) as info:
+        await collect(provider(odd_server, "m"), request("error-event"))
+    assert str(info.value) == "The model server reported an error while answering."
+    assert "secret-model-7b" not in str(info.value)  # the voter's message names nothing
+    assert info.value.detail and "max_new_tokens must be greater than 0" in info.value.detail
+    with pytest.raises(EndpointError) as info:
+        await collect(provider(odd_server, "m"), request("http-400"))
+    assert str(info.value) == "The model server rejected the request (HTTP 400)."
+    assert info.value.detail == "This model's maximum context length is 4096 tokens"
+    logged = caplog.text
+    assert "max_new_tokens must be greater than 0" in logged and "4096 tokens" in logged
 
 
 async def test_empty_events_do_not_count_as_tokens(odd_server: str) -> None:

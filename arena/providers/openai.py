@@ -42,6 +42,30 @@ def _status_message(status: int) -> str:
     return f"The model server rejected the request (HTTP {status})."
 
 
+DETAIL_LIMIT = 2000  # characters of a server's own error text kept for the operator
+
+
+def _said(error: Any) -> str:
+    """A server's error text, from the shapes servers use, cut to DETAIL_LIMIT."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail") or error.get("error") or error
+    if not isinstance(error, str):
+        error = json.dumps(error, ensure_ascii=False, default=str)
+    return error[:DETAIL_LIMIT]
+
+
+def _body_text(body: bytes) -> str:
+    """An HTTP error body as the server's words: its JSON error message, else the text."""
+    text = body[: DETAIL_LIMIT * 2].decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:DETAIL_LIMIT]
+    if isinstance(data, dict) and ("error" in data or "detail" in data or "message" in data):
+        return _said(data.get("error") or data.get("detail") or data.get("message"))
+    return text[:DETAIL_LIMIT]
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
@@ -58,8 +82,10 @@ def parse_event(data: Any, splitter: ThinkSplitter | None) -> list[Chunk]:
     """Turn one decoded `data:` payload into chunks."""
     if not isinstance(data, dict):
         raise EndpointError("The model server sent a malformed answer.")
-    if "error" in data:
-        raise EndpointError("The model server reported an error while answering.")
+    if "error" in data:  # transformers serve, vLLM: {"error": "…"} or {"error": {"message": …}}
+        raise EndpointError(
+            "The model server reported an error while answering.", _said(data["error"])
+        )
     out: list[Chunk] = []
     choices = data.get("choices") or []
     if choices and isinstance(choices[0], dict):
@@ -168,17 +194,37 @@ class OpenAIProvider:
             raise EndpointError("The connection to the model server broke.") from None
         try:
             if response.status_code >= 400:
+                said = _body_text(await self._error_body(response))
                 log.warning(
-                    "model %s: HTTP %s from %s", name, response.status_code, self.endpoint.base_url
+                    "model %s: HTTP %s from %s: %s",
+                    name,
+                    response.status_code,
+                    self.endpoint.base_url,
+                    said.replace("\n", " ")[:500],
                 )
-                raise EndpointError(_status_message(response.status_code))
+                raise EndpointError(_status_message(response.status_code), said or None)
             async for chunk in self._chunks(response, splitter, started, deadline):
                 yield chunk
         except httpx.HTTPError as err:
             log.warning("model %s: %s from %s", name, type(err).__name__, self.endpoint.base_url)
             raise EndpointError("The connection to the model server broke.") from None
+        except EndpointError as err:
+            if err.detail:  # the server's own words, for the operator (not already logged)
+                log.warning("model %s: %s (%s)", name, err, err.detail.replace("\n", " ")[:500])
+            raise
         finally:
             await response.aclose()
+
+    @staticmethod
+    async def _error_body(response: httpx.Response) -> bytes:
+        """Up to twice DETAIL_LIMIT bytes of an error response's body (never the whole of a
+        huge one)."""
+        body = b""
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) >= DETAIL_LIMIT * 2:
+                break
+        return body
 
     @staticmethod
     async def _within(
@@ -216,7 +262,9 @@ class OpenAIProvider:
             except StopAsyncIteration:
                 break
             if data.strip() == "[DONE]":
-                finished = True
+                # The end of the stream, not of the answer: only a finish_reason says the answer
+                # is whole. llama-cpp-python's server sends [DONE] mid-answer when another
+                # request interrupts it (issue 7).
                 break
             try:
                 payload = json.loads(data)
@@ -233,6 +281,7 @@ class OpenAIProvider:
             for chunk in splitter.flush():
                 yield chunk
         if not finished:
+            why = "the stream ended without a finish_reason"
             if got_token:
-                raise EndpointError("The model's answer was cut off.")
-            raise EndpointError("The model server closed the stream without an answer.")
+                raise EndpointError("The model's answer was cut off.", why)
+            raise EndpointError("The model server closed the stream without an answer.", why)
