@@ -29,7 +29,14 @@ from arena.lifecycle import BattleState, Outcome, Side
 from arena.moderation import moderate
 from arena.providers.base import ChatMessage, ChatRequest, Chunk, Provider, Usage
 from arena.router import Router
-from arena.store import AnswerRecord, BattleRecord, Store, turn_refusal, vote_refusal
+from arena.store import (
+    BY_VOTER,
+    AnswerRecord,
+    BattleRecord,
+    Store,
+    turn_refusal,
+    vote_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +252,8 @@ def _stored_view(
 def _cut_off_lately(battle: BattleRecord, rows: Sequence[Mapping[str, Any]]) -> bool:
     """Was this abandoned battle cut off mid-answer (its last turn has no answers) a moment
     ago? Then the voter who reloads is told it was lost, not shown an empty page."""
-    if battle.updated_at is None:
-        return False
+    if battle.updated_at is None or battle.flags.get(BY_VOTER):
+        return False  # the voter closed it themselves (New battle): nothing to tell
     updated = battle.updated_at
     if updated.tzinfo is None:
         updated = updated.replace(tzinfo=UTC)
@@ -562,6 +569,9 @@ class BattleService:
             flags = _hook_flags(battle.flags, checks)
             state = await asyncio.to_thread(self.store.finish_turn, battle.id, turn, answers, flags)
             finished = True
+            if battle.id in self._stop:  # New battle came while the answers were being saved
+                yield view(BattleState.ABANDONED)
+                return
             yield view(state)
         finally:
             self._live.pop(battle.id, None)
@@ -666,6 +676,10 @@ class BattleService:
             BattleState.ABANDONED,
         ):
             return None
+        if waited:  # the page may have begun a battle of its own meanwhile: that one wins
+            newer = await asyncio.to_thread(self.store.latest_battle, voter.id, loaded)
+            if newer is not None:
+                return None
         rows = await asyncio.to_thread(self.store.messages, battle.id)
         if battle.status is BattleState.ABANDONED:
             return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None
@@ -704,7 +718,11 @@ class BattleService:
 
     async def abandon_orphans(self) -> int:
         """Abandon battles whose streaming process is gone (issue 10)."""
-        gone = datetime.now(UTC) - timedelta(seconds=self.config.owner_gone_seconds)
+        config = self.config
+        # Never sooner than three missed beats, whatever the settings say: a live process
+        # must not lose its battles to a slow heartbeat (review of issue 10).
+        window = max(config.owner_gone_seconds, 3 * config.heartbeat_seconds)
+        gone = datetime.now(UTC) - timedelta(seconds=window)
         count = await asyncio.to_thread(self.store.abandon_orphans, gone)
         if count:
             log.info("abandoned %d battles whose arena process is gone", count)
@@ -716,8 +734,15 @@ class BattleService:
             self.store.abandon(battle_id)
 
     async def abandon(self, battle_id: str) -> None:
-        """Close an unvoted battle, and stop its answers if they stream in this process."""
+        """Close an unvoted battle at its voter's wish (New battle), and stop its answers if
+        they stream in this process."""
         if (changed := self._live.get(battle_id)) is not None:
             self._stop.add(battle_id)
             changed.set()
-        await asyncio.to_thread(self.abandon_now, battle_id)
+        with contextlib.suppress(BattleNotFound):
+            await asyncio.to_thread(self.store.abandon, battle_id, True)
+
+    def stopping(self, battle_id: str) -> bool:
+        """Is this battle's stream being stopped by its voter's New battle (rather than closed
+        from elsewhere: another tab, or the process that streamed it gone)?"""
+        return battle_id in self._stop

@@ -23,6 +23,7 @@ MULTI_TURN = "multi_turn"  # the category of battles with a follow-up
 # Meta row changed by every administrator's flag, so that the next ratings run rates again
 # (arena.ratings_job reads it into its parameters).
 FLAGS_VERSION = "flags_version"
+BY_VOTER = "abandoned_by_voter"  # a battle flag: its voter closed it (New battle)
 
 
 def now() -> datetime:
@@ -407,14 +408,22 @@ class Store:
             conn.execute(instances.delete().where(instances.c.seen_at < gone_before))
             return int(result.rowcount)
 
-    def abandon(self, battle_id: str) -> bool:
+    def abandon(self, battle_id: str, by_voter: bool = False) -> bool:
+        """Close an unvoted battle; `by_voter`: its voter asked to (New battle), which the
+        battle's flags keep, so a reload does not report it as lost."""
         with self.engine.begin() as conn:
-            return self._move(
+            moved = self._move(
                 conn,
                 battle_id,
                 {BattleState.ANSWERING, BattleState.AWAITING_VOTE},
                 BattleState.ABANDONED,
             )
+            if moved and by_voter:
+                flags = {**self._battle(conn, battle_id).flags, BY_VOTER: True}
+                conn.execute(
+                    db.battles.update().where(db.battles.c.id == battle_id).values(flags=flags)
+                )
+            return moved
 
     def backfill_categories(
         self, tagger: Tagger, *, only_missing: bool = True, page: int = 1000
@@ -652,7 +661,8 @@ class Store:
             conn.execute(
                 db.messages.update()
                 .where(db.messages.c.battle_id.in_(ids))
-                .values(content="", reasoning=None)
+                # A server's error text can echo the request, prompt included.
+                .values(content="", reasoning=None, error_detail=None)
             )
             conn.execute(
                 db.moderation_events.update()

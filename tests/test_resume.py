@@ -153,6 +153,7 @@ async def test_new_battle_stops_a_streaming_battle_without_touching_the_next(
     assert rest[-1].state is BattleState.ABANDONED
     assert all(view.state is BattleState.ANSWERING for view in rest[:-1])
     assert svc.store.battle(first.battle_id).status is BattleState.ABANDONED
+    assert await svc.resume(voter) is None  # closed by its voter: a reload has nothing to say
     second = (await play(svc, voter, "Another"))[-1]  # the next battle is untouched
     assert second.state is BattleState.AWAITING_VOTE
 
@@ -187,3 +188,50 @@ async def test_a_page_loaded_before_a_battle_does_not_take_it_as_its_own(
     since = loaded - timedelta(hours=1)
     assert svc.store.latest_battle(voter.id, since, loaded) is None
     assert svc.store.latest_battle(voter.id, since) is not None
+
+
+async def test_a_battle_closed_elsewhere_is_not_taken_for_a_new_battle_press(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    stream = svc.start(Voter("v1", None), "A story")
+    first = await anext(stream)
+    svc.store.abandon(first.battle_id)  # another tab's New battle, or the orphan sweep
+    rest = [view async for view in stream]
+    assert rest[-1].state is BattleState.ABANDONED
+    assert not svc.stopping(first.battle_id)  # so the page says it was closed, not "nothing"
+
+
+async def test_a_slow_heartbeat_setting_never_orphans_live_battles(
+    demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(
+        sqlite_url, demo_config_data(demo_url, heartbeat_seconds=60, owner_gone_seconds=30)
+    )
+    svc.store.heartbeat("live")
+    svc.store.create_battle("b1", None, "m1", "m2", "hi", owner="live")
+    with svc.store.engine.begin() as conn:  # last beat 40 s ago: one beat late, not three
+        conn.execute(
+            db.instances.update().values(seen_at=datetime.now(UTC) - timedelta(seconds=40))
+        )
+    assert await svc.abandon_orphans() == 0
+    with svc.store.engine.begin() as conn:
+        conn.execute(
+            db.instances.update().values(seen_at=datetime.now(UTC) - timedelta(seconds=200))
+        )
+    assert await svc.abandon_orphans() == 1
+
+
+async def test_a_page_that_began_its_own_battle_while_waiting_keeps_it(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    old = svc.start(voter, "The old page's battle")
+    await anext(old)  # still answering, as the page reloads
+    waiting = asyncio.create_task(svc.resume(voter))
+    await asyncio.sleep(1.0)  # the reloaded page waits for it
+    await play(svc, voter, "The new page's own battle")  # and meanwhile starts its own
+    async for _ in old:  # the old battle finishes
+        pass
+    assert await waiting is None  # the page's own battle stays on screen

@@ -753,12 +753,15 @@ async def test_retention_deletes_text_and_keeps_votes(demo_url: str, sqlite_url:
     voter = Voter("v")
     old = (await play(svc, voter, "an old secret"))[-1].battle_id
     await svc.vote(old, voter, "a")
+    with svc.store.engine.begin() as conn:  # a server's error text that echoed the prompt
+        conn.execute(db.messages.update().values(error_detail="input: 'an old secret'"))
     pending = (await play(svc, voter, "still playing"))[-1].battle_id
     # Nothing is old enough yet; then everything finished before "tomorrow" is.
     assert svc.store.delete_text(datetime.now(UTC) - timedelta(days=1)) == 0
     assert svc.store.delete_text(datetime.now(UTC) + timedelta(days=1)) == 1
     rows = svc.store.messages(old)
     assert rows and all(r["content"] == "" and r["reasoning"] is None for r in rows)
+    assert all(r["error_detail"] is None for r in rows)
     assert svc.store.vote(old) is not None  # the vote stays
     assert svc.store.battle(old).model_a  # and what the ratings need
     assert any(r["content"] for r in svc.store.messages(pending))  # awaiting a vote: kept

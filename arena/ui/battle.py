@@ -7,6 +7,7 @@ which stays on the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,28 @@ class Session:
     battle_id: str | None = None
     view: BattleView | None = None
     reveal: Reveal | None = None
+
+
+class Resets:
+    """When each page last pressed New battle, in this process (a page's events all reach one
+    process). A battle asked for just before it, whose first update had not yet told the page
+    its id, is dropped as well (review of issue 9)."""
+
+    LIMIT = 10_000  # pages remembered; the oldest are forgotten first
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def mark(self, page: str | None) -> None:
+        if page is None:
+            return
+        self._at.pop(page, None)
+        self._at[page] = time.monotonic()
+        while len(self._at) > self.LIMIT:
+            del self._at[next(iter(self._at))]
+
+    def since(self, page: str | None, t: float) -> bool:
+        return page is not None and self._at.get(page, -1.0) > t
 
 
 def voter_of(identity: Identity, request: gr.Request | None) -> Voter:
@@ -79,6 +102,10 @@ def _thinking(
 
 
 ALREADY_VOTED = "This battle already had your vote, from another tab."
+CLOSED_ELSEWHERE = (
+    "This battle was closed while it was being answered (in another tab, or by the server). "
+    "Type a prompt to start a new one."
+)
 CUT_SHORT = "✂️ This answer was cut short: the model reached its token limit."
 
 
@@ -274,6 +301,7 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     marker = gr.HTML("", visible=False, elem_id="event-marker")
 
     outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
+    resets = Resets()
     # No concurrency limit: one voter's battle never waits for another's.
     quiet: dict[str, Any] = {"show_progress_on": [marker], "concurrency_limit": None}
 
@@ -315,6 +343,8 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         text: str, current: Session, request: gr.Request
     ) -> AsyncIterator[tuple[Any, ...]]:
         voter = voter_of(app.identity, request)
+        page = getattr(request, "session_hash", None)
+        asked = time.monotonic()
         try:
             view = current.view
             if current.battle_id and view and view.state is BattleState.AWAITING_VOTE:
@@ -323,8 +353,19 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
                 stream = battles.start(voter, text)
             last_state = None
             async for view in stream:
-                if view.state is BattleState.ABANDONED:  # New battle took the page over
+                if last_state is None and resets.since(page, asked):
+                    # New battle was pressed before this battle's first update reached the
+                    # page (so it knew no battle to stop): this one is dropped too.
+                    await battles.abandon(view.battle_id)
+                    if (close := getattr(stream, "aclose", None)) is not None:
+                        await close()  # its streams stop now, not when collected
                     yield tuple(gr.skip() for _ in outputs)
+                    return
+                if view.state is BattleState.ABANDONED:
+                    if battles.stopping(view.battle_id):  # New battle took the page over
+                        yield tuple(gr.skip() for _ in outputs)
+                    else:  # closed elsewhere (another tab, or its process was given up)
+                        yield _empty(CLOSED_ELSEWHERE)
                     return
                 yield render(view, changed=view.state is not last_state)
                 last_state = view.state
@@ -388,7 +429,8 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         vote.__name__ = f"vote_{outcome.value}"
         return vote
 
-    async def new_battle(current: Session) -> tuple[Any, ...]:
+    async def new_battle(current: Session, request: gr.Request) -> tuple[Any, ...]:
+        resets.mark(getattr(request, "session_hash", None))
         if current.battle_id and current.reveal is None:
             await battles.abandon(current.battle_id)
         return _empty()
