@@ -329,7 +329,8 @@ class ArenaConfig:
     )
     owner_gone_seconds: float = setting(
         30.0,
-        "a battle still answering whose process has not been heard from this long is abandoned",
+        "a battle still answering whose process has not been heard from this long (three "
+        "heartbeats at least) is abandoned",
         above=0,
     )
     timeouts: Timeouts = Timeouts()
