@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -260,3 +261,30 @@ def test_a_stale_tab_shows_the_battle_as_it_stands(  # type: ignore[no-untyped-d
     assert "already had your vote" in first.locator("#status").inner_text()
     assert not first.locator("#vote-b").is_visible() and error_badges(first) == 0
     assert [o for _, o in outcomes(sqlite_url)] == ["a"]
+
+
+def test_the_counter_follows_a_registry_reload(  # type: ignore[no-untyped-def]
+    tmp_path, demo_url: str, sqlite_url: str, browser
+) -> None:
+    from arena.app import create_app
+    from arena.config import Secret, Settings
+    from tests.servers import serve, write_config
+
+    path = write_config(tmp_path, demo_config_data(demo_url, TWO, max_prompt_chars=50))
+    settings = Settings(config_path=path, database_url=sqlite_url, admin_token=Secret("t" * 32))
+    app = create_app(settings)
+    with serve(app.asgi, "/api/health") as url:
+        page = new_page(browser)
+        page.goto(url + "/")
+        box = page.locator("#prompt textarea")
+        box.fill("x" * 60)
+        assert page.locator("#prompt-meter").inner_text() == "60 / 50"
+        write_config(tmp_path, demo_config_data(demo_url, TWO, max_prompt_chars=80))
+        headers = {"authorization": "Bearer " + "t" * 32}
+        assert httpx.post(url + "/api/v1/admin/reload", headers=headers).status_code == 200
+        page.reload()  # the page's own check now allows what the server allows
+        page.locator("#prompt-meter[data-max='80']").wait_for(state="attached", timeout=20_000)
+        box.fill("x" * 60)
+        assert page.locator("#prompt-meter").inner_text() == "60 / 80"
+        box.press("Enter")
+        page.locator("#vote-a").wait_for(state="visible", timeout=60_000)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from arena.battles import BattleView, Reveal, RevealedSide, TurnView
+from arena.config import ArenaConfig
 from arena.errors import ArenaError
 from arena.identity import SESSION_VOTER, Identity, Voter
 from arena.lifecycle import BattleState, Outcome
@@ -63,6 +64,11 @@ class Resets:
 
     def since(self, page: str | None, t: float) -> bool:
         return page is not None and self._at.get(page, -1.0) > t
+
+
+def _meter(config: ArenaConfig) -> str:
+    """Where arena/static/arena.js writes the prompt's length, with the limit it checks."""
+    return f'<div id="prompt-meter" data-max="{config.max_prompt_chars}" aria-live="polite"></div>'
 
 
 def voter_of(identity: Identity, request: gr.Request | None) -> Voter:
@@ -280,11 +286,7 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     )
     # The character counter and the browser's own prompt checks (arena/static/arena.js),
     # above the box so that a phone shows them where the voter looks.
-    gr.HTML(
-        f'<div id="prompt-meter" data-max="{config.max_prompt_chars}" aria-live="polite"></div>',
-        elem_id="prompt-meter-box",
-        padding=False,
-    )
+    meter = gr.HTML(_meter(config), elem_id="prompt-meter-box", padding=False)
     with gr.Row():
         prompt = gr.Textbox(
             placeholder=PLACEHOLDER,
@@ -454,11 +456,13 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         found = None
         if not voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
             found = await battles.resume(voter)
+        # The counter's limit as the registry has it now (`arena admin reload` may change it).
+        limit = _meter(app.config)
         if found is None:
-            return tuple(gr.skip() for _ in outputs)
+            return (*(gr.skip() for _ in outputs), limit)
         if found.view is None:
-            return _empty(found.notice)
-        return render(found.view, notice=found.notice)
+            return (*_empty(found.notice), limit)
+        return (*render(found.view, notice=found.notice), limit)
 
     # One event for Send and Enter, so a session streams one battle at a time.
     gr.on(
@@ -478,4 +482,4 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     # a cancel that runs late kills whatever battle the session runs by then, which was the
     # voter's next one when they typed fast (issue 9).
     new.click(new_battle, [session], outputs, api_name="new_battle", **quiet)
-    blocks.load(resume, None, outputs, api_visibility="private", **quiet)
+    blocks.load(resume, None, [*outputs, meter], api_visibility="private", **quiet)
