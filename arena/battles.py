@@ -728,11 +728,6 @@ class BattleService:
             log.info("abandoned %d battles whose arena process is gone", count)
         return count
 
-    def abandon_now(self, battle_id: str) -> None:
-        """Close an unvoted battle (blocking); a voted one is left as it is."""
-        with contextlib.suppress(BattleNotFound):
-            self.store.abandon(battle_id)
-
     async def abandon(self, battle_id: str) -> None:
         """Close an unvoted battle at its voter's wish (New battle), and stop its answers if
         they stream in this process."""

@@ -68,7 +68,7 @@ class Child:
     name: str
     argv: list[str]
     env: Mapping[str, str]
-    health: str | None  # a URL that answers once it serves
+    health: str  # a URL that answers once it serves
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -76,7 +76,7 @@ class Child:
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        while self.health is not None:
+        while True:
             try:
                 httpx.get(self.health, timeout=1.0)
                 return

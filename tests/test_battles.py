@@ -264,10 +264,12 @@ async def test_a_server_error_is_stored_for_the_operator_and_never_shown(
 def test_reasoning_that_is_only_whitespace_shows_no_thinking_line() -> None:
     from arena.battles import SideProgress
     from arena.providers.base import Chunk
+    from arena.ui.battle import chat_messages
 
     side = SideProgress(model="m", prompt="p")
     side.apply(Chunk(reasoning="\n\n"))
     side.apply(Chunk(content="Answer."))
     side.finish()
-    assert side.view().thinking_seconds is None
+    shown = repr(chat_messages((side.view(),)))  # what the page gets for this turn
+    assert "Thought for" not in shown and "Thinking" not in shown and "Answer." in shown
     assert side.record().reasoning == "\n\n"  # stored exactly as sent
