@@ -284,10 +284,53 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One replica of a model: a server and the model name it knows it by (issue 7)."""
+
     base_url: str
     model: str
     api_key_env: str | None = None
     api_key: Secret | None = field(default=None, compare=False)
+    weight: float = 1.0  # share of requests among healthy replicas with room
+    max_concurrent: int | None = None  # requests in flight at most; None: [routing]'s default
+    health_path: str | None = None  # checked in the background; None: [routing]'s default
+
+    @property
+    def name(self) -> str:
+        """How logs and the database name this replica: no key, no query string."""
+        return f"{self.base_url}#{self.model}"
+
+
+RewardApi = Literal["classify", "pooling"]
+REWARD_APIS = ("classify", "pooling")
+
+
+@dataclass(frozen=True)
+class RewardEndpoint:
+    """A reward model served by vLLM: an outcome reward model through `/classify` or
+    `/pooling`, or a process reward model through `/pooling` (one score per step)."""
+
+    base_url: str  # up to and including /v1 ... or the server root; see docs/models.md
+    model: str
+    api: RewardApi = "pooling"
+    api_key_env: str | None = None
+    api_key: Secret | None = field(default=None, compare=False)
+
+
+StrategyKind = Literal["best_of_n", "process_reward", "self_consistency", "weighted_vote"]
+STRATEGY_KINDS = ("best_of_n", "process_reward", "self_consistency", "weighted_vote")
+Aggregate = Literal["product", "min", "last"]
+AGGREGATES = ("product", "min", "last")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A test-time-compute strategy Arena runs itself on top of a model's endpoints."""
+
+    kind: StrategyKind
+    n: int
+    temperature: float | None = None  # sampling temperature; None keeps the entry's params
+    reward: RewardEndpoint | None = None
+    aggregate: Aggregate = "product"  # process_reward: how step scores make a solution score
 
 
 @dataclass(frozen=True)
