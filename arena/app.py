@@ -124,10 +124,11 @@ def create_app(
         # thread, rather than during the first voter's battle.
         warm = asyncio.create_task(asyncio.to_thread(battles.tagger.tag, "warm up"))
         watch = asyncio.create_task(watch_reloads(store, registry))
+        health = asyncio.create_task(router.watch_health())
         yield
-        watch.cancel()
-        beat.cancel()
-        await asyncio.gather(warm, watch, beat, return_exceptions=True)
+        for task in (watch, beat, health):
+            task.cancel()
+        await asyncio.gather(warm, watch, beat, health, return_exceptions=True)
         await jobs.stop()
         await asyncio.to_thread(store.retire, instance)
         await http.aclose()

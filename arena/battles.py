@@ -14,12 +14,14 @@ import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
 
+from arena.answer import Answer
+from arena.answer_style import estimate_tokens
 from arena.categories import CategoryRules, RuleTagger, Tagger
 from arena.config import ArenaConfig, ModelEntry, Registry
 from arena.errors import BattleNotFound, ProviderError, TurnRejected, VoteRejected
@@ -27,11 +29,10 @@ from arena.identity import Action, Identity, Voter
 from arena.leaks import LeakRules, LeakScanner, rules_for
 from arena.lifecycle import BattleState, Outcome, Side
 from arena.moderation import moderate
-from arena.providers.base import ChatMessage, ChatRequest, Chunk, Provider, Usage
-from arena.router import Router
+from arena.providers.base import Candidate, ChatMessage, ChatRequest, Chunk, Provider, Usage
+from arena.router import Router, request_params
 from arena.store import (
     BY_VOTER,
-    AnswerRecord,
     BattleRecord,
     Store,
     turn_refusal,
@@ -54,6 +55,7 @@ class TurnView:
     thinking: bool = False  # still reasoning
     error: str | None = None
     done: bool = False
+    progress: str | None = None  # a strategy's word on its work, or that both come together
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ class SideProgress:
     finish_reason: str | None = None
     error: str | None = None
     error_detail: str | None = None  # the server's own words: operator only
+    endpoint: str | None = None
+    progress: str | None = None
+    candidates: tuple[Candidate, ...] = ()
 
     def apply(self, chunk: Chunk) -> None:
         t = time.monotonic()
@@ -149,6 +154,12 @@ class SideProgress:
             self.usage = chunk.usage
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
+        if chunk.endpoint:
+            self.endpoint = chunk.endpoint
+        if chunk.progress is not None:
+            self.progress = chunk.progress
+        if chunk.candidates:
+            self.candidates = chunk.candidates
 
     def finish(self, error: str | None = None, detail: str | None = None) -> None:
         self.ended_at = time.monotonic()
@@ -164,11 +175,16 @@ class SideProgress:
     def _ms(self, t: float | None) -> float | None:
         return None if t is None else round((t - self.started) * 1000, 1)
 
-    def view(self) -> TurnView:
+    def view(self, together: bool = False, held: bool = False) -> TurnView:
+        """What the voter sees of this side now. Under `reveal = "together"` the answers are
+        `held` back until both are done, and nothing (progress, a thinking timer) tells one side
+        from the other."""
+        if held:
+            return TurnView(prompt=self.prompt, progress=TOGETHER)
         thinking_seconds = None
         thinking = False
         # Reasoning that is only whitespace is no reasoning: no "Thought for 0.0 s" line.
-        if self.reasoning.strip() and self.first_token_at is not None:
+        if self.reasoning.strip() and self.first_token_at is not None and not together:
             until = self.first_answer_at or self.ended_at or time.monotonic()
             thinking_seconds = max(0.0, until - self.first_token_at)
             thinking = self.first_answer_at is None and not self.done
@@ -179,39 +195,42 @@ class SideProgress:
             thinking=thinking,
             error=self.error,
             done=self.done,
+            progress=None if self.done or self.content else self.progress,
         )
 
-    def record(self) -> AnswerRecord:
+    def answer(self) -> Answer:
+        """The finished answer as it is stored. A reasoning token count the server did not give
+        is counted from the text, and the usage says which it was (issue 7)."""
         usage = self.usage
-        return AnswerRecord(
+        if usage is not None and usage.reasoning_source is None:
+            if usage.reasoning_tokens is not None:
+                usage = replace(usage, reasoning_source="server")
+            elif self.reasoning:
+                count = estimate_tokens(self.reasoning)
+                usage = replace(usage, reasoning_tokens=count, reasoning_source="counted")
+        return Answer(
             model=self.model,
             content=self.content,
             reasoning=self.reasoning or None,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            reasoning_tokens=usage.reasoning_tokens if usage else None,
+            usage=usage,
             ttft_ms=self._ms(self.first_token_at),
             answer_ms=self._ms(self.first_answer_at),
             duration_ms=self._ms(self.ended_at),
             finish_reason=self.finish_reason,
             error=self.error,
             error_detail=self.error_detail,
-            usage=_usage_dict(usage),
+            endpoint=self.endpoint,
+            candidates=self.candidates,
         )
 
 
-def _usage_dict(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "samples": 1,
-    }
+# Both panes say this, word for word, while `reveal = "together"` holds the answers back.
+TOGETHER = "Both answers will appear together when both are ready…"
 
 
-def _past_turns(rows: Sequence[Mapping[str, Any]], side: Side) -> list[TurnView]:
+def _past_turns(
+    rows: Sequence[Mapping[str, Any]], side: Side, together: bool = False
+) -> list[TurnView]:
     prompts: dict[int, str] = {}
     views: list[TurnView] = []
     for row in rows:
@@ -221,7 +240,9 @@ def _past_turns(rows: Sequence[Mapping[str, Any]], side: Side) -> list[TurnView]
             prompts[row["turn"]] = row["content"]
             continue
         thinking = None
-        if row["reasoning"] and row["ttft_ms"] is not None:
+        # Under `reveal = "together"` no thinking time is shown before the vote: it would tell
+        # a long thinker from its rival, and sway the vote by latency.
+        if row["reasoning"] and row["ttft_ms"] is not None and not together:
             end = row["answer_ms"] if row["answer_ms"] is not None else row["duration_ms"]
             thinking = max(0.0, ((end or 0.0) - row["ttft_ms"]) / 1000)
         views.append(
@@ -237,14 +258,18 @@ def _past_turns(rows: Sequence[Mapping[str, Any]], side: Side) -> list[TurnView]
 
 
 def _stored_view(
-    battle: BattleRecord, rows: Sequence[Mapping[str, Any]], state: BattleState, turns_left: int
+    battle: BattleRecord,
+    rows: Sequence[Mapping[str, Any]],
+    state: BattleState,
+    turns_left: int,
+    together: bool = False,
 ) -> BattleView:
     """A battle's turns as stored, in the anonymous shape the page shows before a vote."""
     return BattleView(
         battle_id=battle.id,
         state=state,
-        a=tuple(_past_turns(rows, Side.A)),
-        b=tuple(_past_turns(rows, Side.B)),
+        a=tuple(_past_turns(rows, Side.A, together)),
+        b=tuple(_past_turns(rows, Side.B, together)),
         turns_left=turns_left,
     )
 
@@ -364,6 +389,85 @@ def _hook_flags(
             terms[side.value] = sorted({*terms.get(side.value, []), *found})
             flags[f"{name}_terms"] = terms
     return flags or None
+
+
+class _Turn:
+    """One turn of one battle while both sides answer: a stream task per side, the answer
+    checks fed as text arrives, and the views the voter gets (issue 7: one job each)."""
+
+    def __init__(
+        self,
+        config: ArenaConfig,
+        battle: BattleRecord,
+        turn: int,
+        prompt: str,
+        rows: Sequence[Mapping[str, Any]],
+        hooks: Sequence[AnswerHook],
+    ) -> None:
+        self.battle = battle
+        self.together = config.reveal == "together"
+        self.turns_left = config.max_turns - turn
+        self.progress = {s: SideProgress(model=battle.model(s), prompt=prompt) for s in Side}
+        self.past = {s: _past_turns(rows, s, self.together) for s in Side}
+        self.checks = {s: [(h.name, h.make(config)) for h in hooks] for s in Side}
+        self.changed = asyncio.Event()  # set by a side on every chunk, and by `abandon`
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, side: Side, provider: Provider, request: ChatRequest) -> None:
+        self.tasks.append(asyncio.create_task(self._stream(side, provider, request)))
+
+    async def _stream(self, side: Side, provider: Provider, request: ChatRequest) -> None:
+        """One side's answer, chunk by chunk into its progress; a failure ends it with a
+        message for the voter (and the server's words for the operator)."""
+        progress = self.progress[side]
+        error: str | None = None
+        detail: str | None = None
+        try:
+            async for chunk in provider.stream_chat(request):
+                progress.apply(chunk)
+                self.changed.set()
+        except ProviderError as err:
+            error, detail = str(err), err.detail
+        except Exception:
+            log.exception("battle %s side %s: unexpected failure", self.battle.id, side.value)
+            error = "Something went wrong on this side."
+        progress.finish(error, detail)
+        self.changed.set()
+
+    @property
+    def done(self) -> bool:
+        return all(p.done for p in self.progress.values())
+
+    async def changes(self) -> AsyncIterator[None]:
+        """Yield after something changed (or a tick passed, so a thinking timer moves), at most
+        once per UPDATE_INTERVAL, until both sides are done."""
+        while not self.done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), TICK_INTERVAL)
+            self.changed.clear()
+            yield
+            await asyncio.sleep(UPDATE_INTERVAL)
+
+    def check(self, final: bool) -> None:
+        for side, p in self.progress.items():
+            for _, check in self.checks[side]:
+                check.feed(p.content, final=final)
+
+    def view(self, state: BattleState) -> BattleView:
+        held = self.together and not self.done
+        a, b = (self.progress[s].view(self.together, held) for s in Side)
+        return BattleView(
+            battle_id=self.battle.id,
+            state=state,
+            a=(*self.past[Side.A], a),
+            b=(*self.past[Side.B], b),
+            turns_left=self.turns_left,
+        )
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 class BattleService:
@@ -505,82 +609,44 @@ class BattleService:
         prompt: str,
         rows: Sequence[Mapping[str, Any]],
     ) -> AsyncIterator[BattleView]:
-        progress = {side: SideProgress(model=battle.model(side), prompt=prompt) for side in Side}
-        past = {side: _past_turns(rows, side) for side in Side}
-        checks = {side: [(h.name, h.make(config)) for h in self.hooks] for side in Side}
-        turns_left = config.max_turns - turn
-        changed = asyncio.Event()
-
-        def view(state: BattleState) -> BattleView:
-            return BattleView(
-                battle_id=battle.id,
-                state=state,
-                a=(*past[Side.A], progress[Side.A].view()),
-                b=(*past[Side.B], progress[Side.B].view()),
-                turns_left=turns_left,
-            )
-
-        async def pump(side: Side, provider: Provider, request: ChatRequest) -> None:
-            side_progress = progress[side]
-            error: str | None = None
-            detail: str | None = None
-            try:
-                async for chunk in provider.stream_chat(request):
-                    side_progress.apply(chunk)
-                    changed.set()
-            except ProviderError as err:
-                error, detail = str(err), err.detail
-            except Exception:
-                log.exception("battle %s side %s: unexpected failure", battle.id, side.value)
-                error = "Something went wrong on this side."
-            side_progress.finish(error, detail)
-            changed.set()
-
-        tasks: list[asyncio.Task[None]] = []
+        """Stream one turn of both sides to the voter, check the answers as they come, store
+        them, and abandon the battle if the stream ends any other way."""
+        live = _Turn(config, battle, turn, prompt, rows, self.hooks)
         finished = False
         try:
             # Set-up inside the try: whatever fails here still abandons the battle below.
             for side in Side:
                 entry = config.model(battle.model(side))
-                messages = (*_history(rows, side), ChatMessage(role="user", content=prompt))
-                request = ChatRequest(messages=messages, params=dict(entry.params))
-                provider = self.router.provider(entry)
-                tasks.append(asyncio.create_task(pump(side, provider, request)))
-            self._live[battle.id] = changed
-            yield view(BattleState.ANSWERING)
-            while not all(p.done for p in progress.values()):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), TICK_INTERVAL)
-                changed.clear()
+                request = ChatRequest(
+                    messages=(*_history(rows, side), ChatMessage(role="user", content=prompt)),
+                    params=request_params(entry),
+                )
+                live.start(side, self.router.provider(entry), request)
+            self._live[battle.id] = live.changed
+            yield live.view(BattleState.ANSWERING)
+            async for _ in live.changes():
                 if battle.id in self._stop:
                     # Abandoned (New battle). Gradio sends a stream's last update once more as
                     # it ends, so the last word is a view that changes nothing on the page.
-                    yield view(BattleState.ABANDONED)
+                    yield live.view(BattleState.ABANDONED)
                     return
-                for side, p in progress.items():
-                    for _, check in checks[side]:
-                        check.feed(p.content, final=False)
-                yield view(BattleState.ANSWERING)
-                await asyncio.sleep(UPDATE_INTERVAL)
-            for side, p in progress.items():
-                for _, check in checks[side]:
-                    check.feed(p.content, final=True)
-            answers = {side: p.record() for side, p in progress.items()}
-            flags = _hook_flags(battle.flags, checks)
+                live.check(final=False)
+                yield live.view(BattleState.ANSWERING)
+            live.check(final=True)
+            answers = {side: p.answer() for side, p in live.progress.items()}
+            flags = _hook_flags(battle.flags, live.checks)
             state = await asyncio.to_thread(self.store.finish_turn, battle.id, turn, answers, flags)
             finished = True
             if battle.id in self._stop:  # New battle came while the answers were being saved
-                yield view(BattleState.ABANDONED)
+                yield live.view(BattleState.ABANDONED)
                 return
-            yield view(state)
+            yield live.view(state)
         finally:
             self._live.pop(battle.id, None)
             self._stop.discard(battle.id)
             if not finished:
                 # The voter went away mid-answer (or we failed): stop both streams.
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await live.cancel()
                 await asyncio.to_thread(self.store.abandon, battle.id)
 
     async def vote(
@@ -653,7 +719,8 @@ class BattleService:
             return battle.status, None, None
         rows = await asyncio.to_thread(self.store.messages, battle_id)
         turns_left = max(0, self.config.max_turns - battle.turns)
-        return battle.status, _stored_view(battle, rows, battle.status, turns_left), None
+        together = self.config.reveal == "together"
+        return battle.status, _stored_view(battle, rows, battle.status, turns_left, together), None
 
     async def resume(self, voter: Voter) -> Resumed | None:
         """The voter's unvoted battle, for a page that was reloaded or closed and opened again.
@@ -684,7 +751,8 @@ class BattleService:
         if battle.status is BattleState.ABANDONED:
             return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None
         turns_left = max(0, config.max_turns - battle.turns)
-        view = _stored_view(battle, rows, BattleState.AWAITING_VOTE, turns_left)
+        together = config.reveal == "together"
+        view = _stored_view(battle, rows, BattleState.AWAITING_VOTE, turns_left, together)
         return Resumed(view, RESUMED if turns_left else RESUMED_NO_TURNS)
 
     def _revealed(

@@ -36,7 +36,12 @@ _PARAMS = {
     "frequency_penalty": float,
     "seed": int,
     "reasoning_effort": str,
+    "max_completion_tokens": int,
+    "top_k": int,
+    "chat_template_kwargs": dict,  # e.g. { enable_thinking = false } (vLLM, SGLang)
 }
+Api = Literal["openai", "anthropic"]
+APIS = ("openai", "anthropic")
 
 
 class Secret:
@@ -283,6 +288,29 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class RoutingConfig:
+    """How requests reach a model's replicas (issue 7, docs/models.md)."""
+
+    max_concurrent: int = setting(
+        64, "requests in flight per endpoint unless the endpoint sets its own", minimum=1
+    )
+    queue_seconds: float = setting(
+        10.0, "how long a request waits for a free slot before it fails", minimum=0
+    )
+    health_path: str = setting(
+        "/models", "path, after an endpoint's base_url, checked in the background"
+    )
+    health_seconds: float = setting(10.0, "seconds between checks of a healthy endpoint", above=0)
+    health_timeout: float = setting(3.0, "seconds a health check may take", above=0)
+    backoff_max_seconds: float = setting(
+        60.0, "longest wait between checks of an unhealthy endpoint (doubling from 1 s)", above=0
+    )
+    retry: bool = setting(
+        True, "retry once on another replica a request that failed before its first token"
+    )
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One replica of a model: a server and the model name it knows it by (issue 7)."""
 
@@ -347,6 +375,12 @@ class ModelEntry:
     think_tags: ThinkTags = "auto"
     # Other names the model goes by; an answer naming one is an identity leak.
     aliases: tuple[str, ...] = ()
+    api: Api = "openai"
+    # Variants of the same weights share a family: the leaderboard draws them as one curve.
+    family: str = ""
+    strategy: Strategy | None = None
+    thinking_budget: int | None = None  # reasoning tokens at most, sent as `thinking_budget_field`
+    thinking_budget_field: str = "thinking_token_budget"  # vLLM's name; dotted for nesting
 
     @property
     def drawable(self) -> bool:
@@ -370,6 +404,12 @@ class ArenaConfig:
     heartbeat_seconds: float = setting(
         10.0, "how often each arena process tells the database it is alive", above=0
     )
+    reveal: str = setting(
+        "stream",
+        "`stream` shows answers as they come; `together` shows both only when both are done, so "
+        "a slower side (best-of-N, a long thinker) gives no hint and latency cannot sway votes",
+        choices=("stream", "together"),
+    )
     owner_gone_seconds: float = setting(
         30.0,
         "a battle still answering whose process has not been heard from this long (three "
@@ -384,6 +424,7 @@ class ArenaConfig:
     security: SecurityConfig = SecurityConfig()
     moderation: ModerationConfig = ModerationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    routing: RoutingConfig = RoutingConfig()
     rating_options: RatingOptions = field(default_factory=RatingOptions)
     source: str = "<memory>"
 
@@ -411,6 +452,7 @@ SECTIONS: dict[str, type] = {
     "security": SecurityConfig,
     "moderation": ModerationConfig,
     "privacy": PrivacyConfig,
+    "routing": RoutingConfig,
 }
 
 
@@ -534,7 +576,34 @@ def _endpoint(where: _Where, raw: Any, index: int, environ: Mapping[str, str]) -
     if not isinstance(raw, dict):
         raise where.fail(f"endpoints[{index}]", "must be a table with base_url and model")
     here = _Where(where.source, f"{where.entry}: endpoints[{index}]")
-    _check_keys(here, raw, {"base_url", "model", "api_key_env"})
+    _check_keys(
+        here, raw, {"base_url", "model", "api_key_env", "weight", "max_concurrent", "health_path"}
+    )
+    base_url, model, key_env, key = _server(here, raw, environ)
+    weight = float(_get(here, raw, "weight", (int, float), 1.0))
+    if not math.isfinite(weight) or weight <= 0:
+        raise here.fail("weight", f"must be a number > 0, got {raw.get('weight')!r}")
+    cap = _get(here, raw, "max_concurrent", int, None)
+    if cap is not None and cap < 1:
+        raise here.fail("max_concurrent", f"must be at least 1, got {cap!r}")
+    health = _get(here, raw, "health_path", str, None)
+    if health is not None and not health.startswith("/"):
+        raise here.fail("health_path", f"must start with /, got {health!r}")
+    return Endpoint(
+        base_url=base_url,
+        model=model,
+        api_key_env=key_env,
+        api_key=key,
+        weight=weight,
+        max_concurrent=cap,
+        health_path=health,
+    )
+
+
+def _server(
+    here: _Where, raw: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[str, str, str | None, Secret | None]:
+    """base_url, model and API key of an endpoint or a reward endpoint."""
     base_url = _get(here, raw, "base_url", str).rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -552,7 +621,47 @@ def _endpoint(where: _Where, raw: Any, index: int, environ: Mapping[str, str]) -
         if not environ.get(key_env):
             raise here.fail("api_key_env", f"environment variable {key_env} is not set")
         key = Secret(environ[key_env])
-    return Endpoint(base_url=base_url, model=model, api_key_env=key_env, api_key=key)
+    return base_url, model, key_env, key
+
+
+def _strategy(where: _Where, raw: Any, environ: Mapping[str, str]) -> Strategy:
+    here = _Where(where.source, f"{where.entry}: strategy")
+    if not isinstance(raw, dict):
+        raise where.fail("strategy", "must be a table with kind and n")
+    _check_keys(here, raw, {"kind", "n", "temperature", "reward", "aggregate"})
+    kind = _get(here, raw, "kind", str)
+    if kind not in STRATEGY_KINDS:
+        raise here.fail("kind", f"must be one of {', '.join(STRATEGY_KINDS)}, got {kind!r}")
+    n = _get(here, raw, "n", int)
+    if not 2 <= n <= 64:
+        raise here.fail("n", f"must be from 2 to 64 samples, got {n!r}")
+    temperature = _get(here, raw, "temperature", (int, float), None)
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise here.fail("temperature", f"must be a number >= 0, got {temperature!r}")
+    aggregate = _get(here, raw, "aggregate", str, "product")
+    if aggregate not in AGGREGATES:
+        raise here.fail("aggregate", f"must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    reward = None
+    if "reward" in raw:
+        reward_raw = _get(here, raw, "reward", dict)
+        at = _Where(where.source, f"{where.entry}: strategy.reward")
+        _check_keys(at, reward_raw, {"base_url", "model", "api", "api_key_env"})
+        base_url, model, key_env, key = _server(at, reward_raw, environ)
+        api = _get(at, reward_raw, "api", str, "pooling")
+        if api not in REWARD_APIS:
+            raise at.fail("api", f"must be one of {', '.join(REWARD_APIS)}, got {api!r}")
+        if kind == "process_reward" and api != "pooling":
+            raise at.fail("api", "a process reward model scores steps through `pooling`")
+        reward = RewardEndpoint(base_url, model, api, key_env, key)
+    if reward is None and kind in ("best_of_n", "process_reward", "weighted_vote"):
+        raise here.fail("reward", f"{kind} needs a reward model (a table with base_url and model)")
+    return Strategy(
+        kind=kind,
+        n=n,
+        temperature=None if temperature is None else float(temperature),
+        reward=reward,
+        aggregate=aggregate,
+    )
 
 
 def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> ModelEntry:
@@ -578,6 +687,11 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
             "weight",
             "think_tags",
             "aliases",
+            "api",
+            "family",
+            "strategy",
+            "thinking_budget",
+            "thinking_budget_field",
         },
     )
     endpoints_raw = _get(where, raw, "endpoints", list)
@@ -591,6 +705,8 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
             raise where.fail(f"params.{key}", f"unknown parameter (allowed: {', '.join(_PARAMS)})")
         kind = _PARAMS[key]
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if kind is dict and ok and not all(isinstance(k, str) for k in value):
+            ok = False
         if not ok or isinstance(value, bool):
             raise where.fail(f"params.{key}", f"must be {_kind_name((kind,))}, got {value!r}")
         params[key] = value
@@ -605,6 +721,17 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
     weight = float(_get(where, raw, "weight", (int, float), 1.0))
     if not math.isfinite(weight) or weight < 0:
         raise where.fail("weight", f"must be a number >= 0, got {raw.get('weight')!r}")
+    api = _get(where, raw, "api", str, "openai")
+    if api not in APIS:
+        raise where.fail("api", f"must be one of {', '.join(APIS)}, got {api!r}")
+    budget = _get(where, raw, "thinking_budget", int, None)
+    if budget is not None and budget < 1:
+        raise where.fail("thinking_budget", f"must be at least 1 token, got {budget!r}")
+    budget_field = _get(where, raw, "thinking_budget_field", str, "thinking_token_budget")
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", budget_field):
+        raise where.fail("thinking_budget_field", f"must be a field name, got {budget_field!r}")
+    family = _get(where, raw, "family", str, name).strip() or name
+    strategy = _strategy(where, raw["strategy"], environ) if "strategy" in raw else None
     return ModelEntry(
         name=name,
         endpoints=endpoints,
@@ -617,6 +744,11 @@ def _model(source: str, raw: Any, index: int, environ: Mapping[str, str]) -> Mod
         weight=weight,
         think_tags=think_tags,
         aliases=tuple(aliases),
+        api=api,
+        family=family,
+        strategy=strategy,
+        thinking_budget=budget,
+        thinking_budget_field=budget_field,
     )
 
 
@@ -695,6 +827,7 @@ def parse_config(
         security=SecurityConfig(**_section(source, data, "security")),
         moderation=ModerationConfig(**_section(source, data, "moderation")),
         privacy=PrivacyConfig(**_section(source, data, "privacy")),
+        routing=RoutingConfig(**_section(source, data, "routing")),
         rating_options=_rating_options(source, data),
         source=source,
     )

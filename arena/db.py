@@ -136,8 +136,11 @@ messages = sa.Table(
     # The model server's own error text (a body, a mid-stream error event): for the operator,
     # never shown to a voter or exported, since it can name the model (issue 7).
     sa.Column("error_detail", sa.Text),
-    # Compute spent on this answer, for test-time-compute strategies (all candidates).
+    # Compute spent on this answer, summed over every sample and reward-model call (issue 7):
+    # prompt, completion and reasoning tokens (`reasoning_source` says whether the server gave
+    # the reasoning count or we counted it), samples, reward_calls, reward_tokens.
     sa.Column("usage", sa.JSON),
+    sa.Column("endpoint", sa.String(512)),  # the replica that served it: `base_url#model`
     sa.Column("created_at", Time, nullable=False),
     sa.CheckConstraint(_in("side", Side), name="side"),
     sa.CheckConstraint("role IN ('user', 'assistant')", name="role"),
@@ -156,6 +159,10 @@ candidates = sa.Table(
     sa.Column("score", sa.Float),
     sa.Column("chosen", sa.Boolean, nullable=False),
     sa.Column("usage", sa.JSON),
+    sa.Column("endpoint", sa.String(512)),
+    sa.Column("extracted", sa.Text),  # self-consistency: the sample's final answer, normalised
+    sa.Column("step_scores", sa.JSON),  # process reward: the score of each step
+    sa.Column("error", sa.Text),  # a sample that failed
     sa.UniqueConstraint("message_id", "position", name="uq_candidates_position"),
 )
 

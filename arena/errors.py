@@ -48,6 +48,14 @@ class EndpointError(ProviderError):
     """The endpoint answered with an error status or a malformed stream."""
 
 
+class NoEndpoint(ProviderError):
+    """Every replica of a model is down (issue 7): the request was not sent anywhere."""
+
+
+class EndpointBusy(ProviderError):
+    """Every healthy replica of a model was at its cap for the whole queue wait."""
+
+
 class BattleError(ArenaError):
     """A battle operation the rules forbid. `str(err)` is safe to show to a voter."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from arena import db
+from arena.answer import Answer, compute_tokens
 from arena.answer_style import answer_style, estimate_tokens
 from arena.categories import Tagger, Tags
 from arena.errors import BattleNotFound, TurnRejected, VoteRejected
@@ -35,37 +36,6 @@ def prompt_hash(prompt: str) -> str:
     punctuation do not make a prompt new (docs/leaderboard.md)."""
     text = " ".join(prompt.casefold().split()).strip(" .!?,;:")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One sample among several, when a side's answer was chosen from N."""
-
-    content: str
-    reasoning: str | None = None
-    score: float | None = None
-    chosen: bool = False
-    usage: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class AnswerRecord:
-    """What one side produced for one turn."""
-
-    model: str
-    content: str
-    reasoning: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    ttft_ms: float | None = None
-    answer_ms: float | None = None
-    duration_ms: float | None = None
-    finish_reason: str | None = None
-    error: str | None = None  # as the voter sees it
-    usage: Mapping[str, Any] | None = None
-    candidates: Sequence[Candidate] = field(default_factory=tuple)
-    error_detail: str | None = None  # what the server said: for the operator only
 
 
 @dataclass(frozen=True)
@@ -284,7 +254,7 @@ class Store:
         self,
         battle_id: str,
         turn: int,
-        answers: Mapping[Side, AnswerRecord],
+        answers: Mapping[Side, Answer],
         flags: Mapping[str, Any] | None = None,
     ) -> BattleState:
         """Store both answers and merge `flags` into the battle's; the battle awaits a vote
@@ -313,7 +283,8 @@ class Store:
                         finish_reason=answer.finish_reason,
                         error=answer.error,
                         error_detail=answer.error_detail,
-                        usage=dict(answer.usage) if answer.usage else None,
+                        usage=answer.usage.as_dict() if answer.usage else None,
+                        endpoint=answer.endpoint,
                         created_at=t,
                     )
                     .returning(db.messages.c.id)
@@ -327,7 +298,11 @@ class Store:
                             reasoning=c.reasoning,
                             score=c.score,
                             chosen=c.chosen,
-                            usage=dict(c.usage) if c.usage else None,
+                            usage=c.usage.as_dict() if c.usage else None,
+                            endpoint=c.endpoint,
+                            extracted=c.extracted,
+                            step_scores=list(c.step_scores) if c.step_scores is not None else None,
+                            error=c.error,
                         )
                     )
             self._add_style(conn, battle_id, answers)
@@ -342,14 +317,19 @@ class Store:
         return new
 
     @staticmethod
-    def _add_style(conn: Connection, battle_id: str, answers: Mapping[Side, AnswerRecord]) -> None:
-        """Add this turn's tokens and style counts to the battle's per-side sums."""
+    def _add_style(conn: Connection, battle_id: str, answers: Mapping[Side, Answer]) -> None:
+        """Add this turn's tokens and style counts to the battle's per-side sums: `tokens` is
+        the compute the answer cost (every sample, every reward-model token; issue 7)."""
         values: dict[str, Any] = {}
         for side, answer in answers.items():
             reasoning_tokens = answer.reasoning_tokens
             if reasoning_tokens is None and answer.reasoning:
                 reasoning_tokens = estimate_tokens(answer.reasoning)
-            style = answer_style(answer.content, answer.completion_tokens, reasoning_tokens)
+            completion = answer.completion_tokens
+            if answer.usage is not None and answer.usage.samples > 1:
+                completion = None  # the sums span N samples: measure the chosen text itself
+            style = answer_style(answer.content, completion, reasoning_tokens)
+            style = replace(style, tokens=compute_tokens(answer)) if answer.usage else style
             for name in db.STYLE_COLUMNS:
                 column = db.battles.c[f"{name}_{side.value}"]
                 values[column.name] = sa.func.coalesce(column, 0) + getattr(style, name)
@@ -656,7 +636,8 @@ class Store:
             conn.execute(
                 db.candidates.update()
                 .where(db.candidates.c.message_id.in_(message_ids))
-                .values(content="", reasoning=None)
+                # An extracted answer is a piece of the text; a sample's error can echo it.
+                .values(content="", reasoning=None, extracted=None, error=None)
             )
             conn.execute(
                 db.messages.update()

@@ -30,9 +30,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, health: str = "/") -> Iterator[str]:
-    """Run an ASGI app on a free port; yield its base URL."""
-    port = free_port()
+def serve(app: Any, health: str = "/", port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app on `port` (a free one by default); yield its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
     )

@@ -272,4 +272,4 @@ def test_reasoning_that_is_only_whitespace_shows_no_thinking_line() -> None:
     side.finish()
     shown = repr(chat_messages((side.view(),)))  # what the page gets for this turn
     assert "Thought for" not in shown and "Thinking" not in shown and "Answer." in shown
-    assert side.record().reasoning == "\n\n"  # stored exactly as sent
+    assert side.answer().reasoning == "\n\n"  # stored exactly as sent

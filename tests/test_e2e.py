@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from gradio_client import Client
 
 from arena import db
-from tests.servers import DEMO_MODELS, demo_config_data, free_port
+from tests.servers import DEMO_MODELS, demo_config_data
 
 
 def votes(database_url: str) -> list[tuple[str, str]]:
@@ -79,18 +79,17 @@ def test_full_battle(arena_server, demo_registry: dict, database_url: str) -> No
 
 def test_failed_side_refuses_vote(arena_server, demo_url: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
     data = demo_config_data(demo_url, {"demo-terse": "terse"})
+    # Its server is up (so it is drawn: a model with no healthy endpoint is not; issue 7), but
+    # it does not know the model, so every answer of this side fails.
     data["models"].append(
-        {
-            "name": "offline",
-            "endpoints": [{"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "gone"}],
-        }
+        {"name": "offline", "endpoints": [{"base_url": f"{demo_url}/v1", "model": "gone"}]}
     )
     url, recorder = arena_server(data)
     c = client(url)
     chat_a, chat_b, _, status, _ = last_outputs(c, "hello")
     assert "cannot be voted on" in status
     failed = chat_text(chat_a) + chat_text(chat_b)
-    assert "could not be reached" in failed
+    assert "not available at its endpoint" in failed
     assert "127.0.0.1" not in failed and "offline" not in recorder.text()
     with pytest.raises(Exception, match="failed to answer"):
         c.predict(api_name="/vote_tie")

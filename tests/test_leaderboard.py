@@ -16,13 +16,14 @@ import pytest
 import sqlalchemy as sa
 
 from arena import db
+from arena.answer import Answer, Usage
 from arena.categories import Tags
 from arena.config import parse_config
 from arena.errors import SnapshotError
 from arena.leaderboard import SnapshotReader, model_cards, public_rows
 from arena.lifecycle import Outcome, Side
 from arena.ratings_job import STAGES, compute, dedup_prompts
-from arena.store import AnswerRecord, Store
+from arena.store import Store
 
 MODELS = ("alpha", "beta", "gamma", "delta")
 
@@ -46,8 +47,8 @@ def ep(model: str) -> dict[str, str]:
     return {"base_url": "http://127.0.0.1:9/v1", "model": f"real/{model}-weights"}
 
 
-def answer(model: str, text: str, tokens: int = 10) -> AnswerRecord:
-    return AnswerRecord(model=model, content=text, completion_tokens=tokens)
+def answer(model: str, text: str, tokens: int = 10) -> Answer:
+    return Answer(model=model, content=text, usage=Usage(completion_tokens=tokens))
 
 
 def play(

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from arena import db
+from arena.answer import Answer, Candidate, Usage
 from arena.errors import BattleNotFound, StorageError, TurnRejected, VoteRejected
 from arena.lifecycle import TRANSITIONS, BattleState, Outcome, Side
-from arena.store import AnswerRecord, Candidate, Store
+from arena.store import Store
 
 
 @pytest.fixture
@@ -19,10 +20,8 @@ def store(database_url: str) -> Store:
     return Store(db.make_engine(database_url))
 
 
-def answer(model: str, error: str | None = None, **kw: object) -> AnswerRecord:
-    return AnswerRecord(
-        model=model, content="" if error else f"answer from {model}", error=error, **kw
-    )  # type: ignore[arg-type]
+def answer(model: str, error: str | None = None, **kw: object) -> Answer:
+    return Answer(model=model, content="" if error else f"answer from {model}", error=error, **kw)  # type: ignore[arg-type]
 
 
 def new_battle(store: Store, voter: str = "v1") -> str:
@@ -61,8 +60,11 @@ def test_full_lifecycle(store: Store) -> None:
     assert battle.status is BattleState.ANSWERING and battle.turns == 1
     with pytest.raises(VoteRejected, match="must finish"):
         store.record_vote(battle_id, Outcome.A, "v1", None)
-    usage = {"prompt_tokens": 3, "completion_tokens": 9, "samples": 2}
-    candidates = [Candidate("first", score=0.2), Candidate("second", score=0.9, chosen=True)]
+    usage = Usage(prompt_tokens=6, completion_tokens=9, samples=2, reward_calls=2, reward_tokens=40)
+    candidates = (
+        Candidate("first", score=0.2, usage=Usage(3, 4), endpoint="http://x/v1#m", error=None),
+        Candidate("second", score=0.9, chosen=True, usage=Usage(3, 5), extracted="42"),
+    )
     state = store.finish_turn(
         battle_id,
         1,
@@ -74,6 +76,7 @@ def test_full_lifecycle(store: Store) -> None:
                 answer_ms=9.0,
                 usage=usage,
                 candidates=candidates,
+                endpoint="http://x/v1#m",
             ),
             Side.B: answer("beta", finish_reason="stop"),
         },
@@ -98,14 +101,26 @@ def test_full_lifecycle(store: Store) -> None:
         (2, "b", "assistant"),
     ]
     first_a = rows[1]
-    assert first_a["reasoning"] == "why" and first_a["usage"]["samples"] == 2
+    assert first_a["reasoning"] == "why" and first_a["endpoint"] == "http://x/v1#m"
+    assert first_a["usage"] == usage.as_dict()
+    assert (first_a["prompt_tokens"], first_a["completion_tokens"]) == (6, 9)
+    c = db.candidates.c
     with store.engine.connect() as conn:
         kept = conn.execute(
-            sa.select(db.candidates.c.content, db.candidates.c.chosen).order_by(
-                db.candidates.c.position
-            )
+            sa.select(c.content, c.chosen, c.endpoint, c.extracted, c.usage).order_by(c.position)
         ).all()
-    assert [tuple(r) for r in kept] == [("first", False), ("second", True)]
+    assert [tuple(r) for r in kept] == [
+        ("first", False, "http://x/v1#m", None, Usage(3, 4).as_dict()),
+        ("second", True, None, "42", Usage(3, 5).as_dict()),
+    ]
+    # The battle's compute for the leaderboard: every sample's tokens and the reward model's.
+    battle = store.battle(battle_id)
+    with store.engine.connect() as conn:
+        tokens_a = conn.execute(
+            sa.select(db.battles.c.tokens_a).where(db.battles.c.id == battle.id)
+        ).scalar_one()
+    # Turn 2 reported no usage: its 17 characters count as (17 + 3) // 4 = 5 tokens.
+    assert tokens_a == 9 + 40 + 5
 
 
 def test_vote_rules(store: Store) -> None:

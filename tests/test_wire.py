@@ -205,12 +205,12 @@ EXPECTED: dict[str, Expected] = {
         detail=TGI_OOM,
     ),
     # SGLang: every delta field present, null when unused; matched_stop; a usage chunk with
-    # empty choices. (Its reasoning_tokens sit at the top of usage: see the xfail below.)
+    # empty choices. (Its reasoning_tokens sit at the top of usage: a test below.)
     "sglang-reasoning-content": Expected(
         content="\n\nHello! How can I help you today?",
         reasoning="Okay, the user is greeting me. I'll respond warmly.\n",
         finish="stop",
-        usage=(8, 24, None),
+        usage=(8, 24, 14),
     ),
     # llama-server with --reasoning-format auto: reasoning_content, timings on every chunk,
     # role chunk with content null, a usage chunk with empty choices and timings.
@@ -326,19 +326,12 @@ async def test_transformers_think_tags_off(wire_server: WireServer) -> None:
     assert got.content == "<think>\nOkay, the user said hi.\n</think>\n\nHi! How can I help?"
 
 
-# -- client gaps the recordings show (arena/providers/openai.py is not changed here) --------
+# -- what the recordings taught the client -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SGLang reports reasoning tokens as usage.reasoning_tokens at the top of the usage "
-        "object (UsageInfo in sglang/srt/entrypoints/openai/protocol.py); _usage() in "
-        "arena/providers/openai.py reads only usage.completion_tokens_details.reasoning_tokens, "
-        "so the 14 reasoning tokens SGLang counted are lost (reasoning_tokens is None)"
-    ),
-)
 async def test_sglang_reasoning_tokens(wire_server: WireServer) -> None:
+    # SGLang reports them as usage.reasoning_tokens (UsageInfo in
+    # sglang/srt/entrypoints/openai/protocol.py), not under completion_tokens_details.
     got = await replay(wire_server.url, "sglang-reasoning-content", "events")
     assert got.usage is not None and got.usage.reasoning_tokens == 14
 

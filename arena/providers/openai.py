@@ -26,6 +26,8 @@ def _usage(raw: Any) -> Usage | None:
         return None
     details = raw.get("completion_tokens_details") or {}
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if reasoning is None:  # SGLang puts it at the top of usage (tests/wire/README.md)
+        reasoning = raw.get("reasoning_tokens")
     return Usage(
         prompt_tokens=int(raw.get("prompt_tokens") or 0),
         completion_tokens=int(raw.get("completion_tokens") or 0),

@@ -136,6 +136,8 @@ def _turn_messages(
         out.append({"role": "assistant", "content": content})
         if revealed and cut_short:  # after the vote only: a length limit can hint at a model
             out.append({"role": "assistant", "content": plain(CUT_SHORT)})
+    elif turn.progress and not turn.done:
+        out.append({"role": "assistant", "content": plain(turn.progress)})
     elif not turn.done and not turn.thinking:
         out.append({"role": "assistant", "content": "…"})
     return out
