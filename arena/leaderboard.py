@@ -39,6 +39,8 @@ ROW_FIELDS = (
     "preliminary",
     "win_rate",
     "median_tokens",
+    "mean_tokens",
+    "family",
     "organization",
     "license",
     "deprecated",
@@ -81,6 +83,7 @@ class ModelCard:
     description: str
     rating_only: bool  # known only from imported votes: never drawn for a battle
     retired: bool
+    family: str = ""  # variants of the same weights: one curve on the compute chart
 
 
 def model_cards(config: ArenaConfig, rated: Mapping[str, tuple[str, str]]) -> dict[str, ModelCard]:
@@ -89,11 +92,17 @@ def model_cards(config: ArenaConfig, rated: Mapping[str, tuple[str, str]]) -> di
     for m in config.models:
         if not m.unreleased:
             cards[m.name] = ModelCard(
-                m.name, m.organization, m.license, m.description, False, m.retired
+                m.name,
+                m.organization,
+                m.license,
+                m.description,
+                False,
+                m.retired,
+                m.family or m.name,
             )
     for name, (organization, license_) in rated.items():
         if config.find(name) is None:
-            cards[name] = ModelCard(name, organization, license_, "", True, False)
+            cards[name] = ModelCard(name, organization, license_, "", True, False, name)
     return cards
 
 
@@ -120,6 +129,9 @@ def public_rows(
             {
                 **row,
                 "preliminary": row["votes"] < config.leaderboard.min_votes,
+                # A snapshot from before mean tokens were counted has none: shown as unknown.
+                "mean_tokens": row.get("mean_tokens"),
+                "family": card.family if card else name,
                 "organization": card.organization if card else "",
                 "license": card.license if card else "",
                 "deprecated": deprecated,

@@ -714,8 +714,11 @@ def _matrix(m: NDArray[Any], digits: int) -> list[list[float | None]]:
     return [[None if v != v else v for v in row] for row in rounded]  # NaN: no data
 
 
-def _median_tokens(votes: Votes, sel: NDArray[np.int64], n: int, local: NDArray[np.int64]) -> Any:
-    """Median completion tokens per answer for each of the `n` models of a board."""
+def _token_stats(
+    votes: Votes, sel: NDArray[np.int64], n: int, local: NDArray[np.int64]
+) -> tuple[list[float | None], list[float | None]]:
+    """Median and mean tokens per answer (every sample and reward-model token; issue 7) for
+    each of the `n` models of a board."""
     model, tokens, vote = votes.answers_by_model
     in_board = np.zeros(len(votes), dtype=bool)
     in_board[sel] = True
@@ -723,13 +726,15 @@ def _median_tokens(votes: Votes, sel: NDArray[np.int64], n: int, local: NDArray[
     # `local` numbers the board's models in the order of their global numbers, so the
     # answers stay sorted by model (and by tokens within a model) after the filter.
     model, tokens = local[model[keep]], tokens[keep]
-    out: list[float | None] = [None] * n
+    median: list[float | None] = [None] * n
+    mean: list[float | None] = [None] * n
     starts = np.searchsorted(model, np.arange(n), side="left")
     stops = np.searchsorted(model, np.arange(n), side="right")
     for k in range(n):
         if stops[k] > starts[k]:
-            out[k] = float(np.median(tokens[starts[k] : stops[k]]))
-    return out
+            median[k] = float(np.median(tokens[starts[k] : stops[k]]))
+            mean[k] = float(np.mean(tokens[starts[k] : stops[k]]))
+    return median, mean
 
 
 def fit_board(
@@ -784,7 +789,7 @@ def fit_board(
     empirical = ratings.win_rate_matrix(pc)
     predicted = ratings.predicted_win_rate_matrix(board.rating)
     win_rate = ratings.model_win_rates(a, b, o, n)
-    median = _median_tokens(votes, sel, n, local)
+    median, mean = _token_stats(votes, sel, n, local)
     names = [votes.models[i] for i in present]
     rows = []
     for k in board.order():
@@ -801,6 +806,7 @@ def fit_board(
                 "votes": int(board.battles[k]),
                 "win_rate": _r(win_rate[k], 4),
                 "median_tokens": _r(median[k], 1),
+                "mean_tokens": _r(mean[k], 1),
                 "preliminary": int(board.battles[k]) < min_votes,
             }
         )

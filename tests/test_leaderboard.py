@@ -365,3 +365,40 @@ def test_an_administrators_flag_brings_a_new_run(store: Store) -> None:
     assert again.run_id is not None
     counts = {s["name"]: s["removed"] for s in snapshots(store)[-1]["stages"]}
     assert counts["flagged_battle"] == 1
+
+
+def test_compute_counts_every_sample_and_draws_families(store: Store) -> None:
+    # alpha answers once (10 tokens); beta is alpha's best-of-4 variant: four samples of 10 and
+    # four reward calls of 30 tokens each (issue 7): 160 tokens an answer.
+    from arena.leaderboard import SnapshotReader
+    from arena.leaderboard import rated_models as load_rated_models
+    from arena.ui.leaderboard import compute_figure
+
+    data = registry(ratings={"counted_per_day_voter": 0})
+    data["models"][0]["family"] = data["models"][1]["family"] = "alpha-family"
+    config = parse_config(data)
+    best_of_4 = Usage(
+        prompt_tokens=20, completion_tokens=40, samples=4, reward_calls=4, reward_tokens=120
+    )
+    for k in range(30):
+        battle_id = str(uuid.uuid4())
+        store.touch_voter("v1", None)
+        store.create_battle(battle_id, "v1", "alpha", "beta", f"question {k}")
+        strategy = Answer(model="beta", content="four samples, one kept", usage=best_of_4)
+        store.finish_turn(battle_id, 1, {Side.A: answer("alpha", "one"), Side.B: strategy})
+        store.record_vote(battle_id, Outcome.B if k % 3 else Outcome.A, "v1", None)
+        play(store, "gamma", "delta", Outcome.A, prompt=f"other {k}")
+    compute(store.engine, config)
+    snap = SnapshotReader(store.engine).latest("overall", False)
+    assert snap is not None
+    cards = model_cards(config, load_rated_models(store.engine))
+    rows = {r["model"]: r for r in public_rows(snap, config, cards)}
+    assert rows["alpha"]["mean_tokens"] == 10.0 and rows["beta"]["mean_tokens"] == 160.0
+    assert rows["alpha"]["family"] == rows["beta"]["family"] == "alpha-family"
+    assert rows["gamma"]["family"] == "gamma"
+    figure = compute_figure(list(rows.values()))
+    lines = {t.name: list(t.x) for t in figure.data}
+    # One curve for the family, cheapest variant first; the others stand alone.
+    assert lines["alpha-family"] == [10.0, 160.0]
+    assert lines["gamma"] == [10.0] and lines["delta"] == [10.0]
+    assert [t.mode for t in figure.data if t.name == "alpha-family"] == ["lines+markers+text"]

@@ -156,22 +156,31 @@ def heatmap_figure(matrix: list[list[Any]], models: list[str], title: str, fmt: 
 
 def compute_figure(
     rows: list[dict[str, Any]],
-    x_field: str = "median_tokens",
-    x_title: str = "Median tokens per answer (log scale)",
+    x_field: str = "mean_tokens",
+    x_title: str = "Mean tokens per answer, every sample and reward call (log scale)",
 ) -> go.Figure:
-    """Rating against the compute each answer cost. Only the x column changes when routing
-    reports full compute per answer (samples, reward-model calls)."""
+    """Rating against the compute each answer cost (issue 7). The variants of one family (the
+    same weights with more thinking, more samples, a reward model) are one line, cheapest
+    first, so the chart shows what extra compute buys."""
     shown = [r for r in rows if r.get(x_field) and r["lower"] is not None]
-    fig = go.Figure(
-        go.Scatter(
-            x=[r[x_field] for r in shown],
-            y=[r["rating"] for r in shown],
-            text=[label(r["model"]) for r in shown],
-            mode="markers+text",
-            textposition="top center",
-            error_y=_whiskers(shown),
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in shown:
+        families.setdefault(r.get("family") or r["model"], []).append(r)
+    fig = go.Figure()
+    for family, members in families.items():
+        members.sort(key=lambda r: r[x_field])
+        fig.add_trace(
+            go.Scatter(
+                x=[r[x_field] for r in members],
+                y=[r["rating"] for r in members],
+                text=[label(r["model"]) for r in members],
+                name=label(family),
+                mode="lines+markers+text" if len(members) > 1 else "markers+text",
+                textposition="top center",
+                error_y=_whiskers(members),
+                showlegend=len(members) > 1,
+            )
         )
-    )
     if not shown:
         fig.add_annotation(
             text="No token counts in this board (imported votes without answers).",
