@@ -101,10 +101,11 @@ def _serve(args: argparse.Namespace) -> None:
 def cmd_demo_models(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from arena.demo_models import BANNER, MODELS, create_demo_app
+    from arena.demo_models import BANNER, MODELS, REWARD_MODELS, create_demo_app
 
     app = create_demo_app(latency=args.latency, tokens_per_second=args.tps)
     print(f"{BANNER}\n  models: {', '.join(MODELS)}", flush=True)
+    print(f"  reward models (/classify, /pooling): {', '.join(REWARD_MODELS)}", flush=True)
     print(f"  http://{args.host}:{args.port}/v1  (latency {args.latency}s, {args.tps} tok/s)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -191,3 +191,65 @@ def test_registry_toml_reads_back_the_same(tmp_path: Path) -> None:
     }
     assert tomllib.loads(registry_toml(data)) == data
     assert parse_config(tomllib.loads(registry_toml(data))) == parse_config(data)
+
+
+STRATEGY = """
+[[models]]
+name = "one-best-of-4"
+family = "one"
+endpoints = [{ base_url = "http://127.0.0.1:1/v1", model = "m1", weight = 2, max_concurrent = 8 }]
+strategy = { kind = "best_of_n", n = 4, temperature = 0.8, reward = { base_url = "http://127.0.0.1:2", model = "rm", api = "classify" } }
+"""
+
+BAD_STRATEGY = [
+    ('kind = "best_of_n"', 'kind = "best_of"', "strategy", "'kind'", "best_of_n, process_reward"),
+    ("n = 4", "n = 1", "strategy", "'n'", "from 2 to 64"),
+    ("n = 4", "n = 65", "strategy", "'n'", "from 2 to 64"),
+    ("temperature = 0.8", "temperature = -1", "strategy", "'temperature'", ">= 0"),
+    ('api = "classify"', 'api = "score"', "strategy.reward", "'api'", "classify, pooling"),
+    (
+        ', reward = { base_url = "http://127.0.0.1:2", model = "rm", api = "classify" }',
+        "",
+        "strategy",
+        "'reward'",
+        "best_of_n needs a reward model",
+    ),
+    ("weight = 2", "weight = 0", "endpoints[0]", "'weight'", "> 0"),
+    ("max_concurrent = 8", "max_concurrent = 0", "endpoints[0]", "'max_concurrent'", "at least 1"),
+    ('family = "one"', 'api = "grpc"', "('one-best-of-4')", "'api'", "openai, anthropic"),
+    ('family = "one"', "thinking_budget = 0", "('one-best-of-4')", "'thinking_budget'", "at least"),
+    (
+        'family = "one"',
+        'thinking_budget_field = "a b"',
+        "('one-best-of-4')",
+        "'thinking_budget_field'",
+        "field name",
+    ),
+]
+
+
+def test_strategy_and_replicas_parse(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + STRATEGY), environ={"TWO_API_KEY": "k"})
+    entry = config.model("one-best-of-4")
+    assert entry.family == "one" and config.model("two").family == "two"
+    assert entry.strategy is not None and entry.strategy.kind == "best_of_n"
+    assert entry.strategy.n == 4 and entry.strategy.temperature == 0.8
+    assert entry.strategy.reward is not None and entry.strategy.reward.api == "classify"
+    assert entry.endpoints[0].weight == 2 and entry.endpoints[0].max_concurrent == 8
+    # A process reward model scores steps through /pooling only.
+    prm = STRATEGY.replace('"best_of_n"', '"process_reward"')
+    with pytest.raises(ConfigError, match="scores steps through `pooling`"):
+        load_config(write(tmp_path, GOOD + prm), environ={"TWO_API_KEY": "k"})
+
+
+@pytest.mark.parametrize(("old", "new", "entry", "field", "problem"), BAD_STRATEGY)
+def test_bad_strategy_named(
+    tmp_path: Path, old: str, new: str, entry: str, field: str, problem: str
+) -> None:
+    assert old in STRATEGY
+    path = write(tmp_path, GOOD + STRATEGY.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"TWO_API_KEY": "k"})
+    message = str(info.value)
+    for part in (entry, field, problem):
+        assert part in message, message

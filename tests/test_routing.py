@@ -255,3 +255,45 @@ def test_thinking_budget_goes_under_the_servers_name() -> None:
     }
     anthropic = entry(thinking_budget=2048, api="anthropic")
     assert request_params(anthropic)["thinking_budget"] == 2048  # type: ignore[arg-type]
+
+
+async def test_a_replica_killed_under_load_loses_only_what_it_was_streaming() -> None:
+    ports = [free_port(), free_port()]
+    with demo_process(ports[0], tps=20) as first, demo_process(ports[1], tps=20):
+        victim = f"http://127.0.0.1:{ports[0]}/v1#verbose"
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        config = registry([replica(u, "verbose") for u in urls])
+        async with httpx.AsyncClient() as client:
+            router = Router(config, client, rng=random.Random(3))
+            provider = router.provider(config.model("m"))
+
+            async def one() -> tuple[str | None, bool, str | None]:
+                """(endpoint, whether any text had streamed, error)."""
+                endpoint, streamed = None, False
+                try:
+                    async for chunk in provider.stream_chat(REQUEST):
+                        endpoint = chunk.endpoint or endpoint
+                        streamed = streamed or bool(chunk.content)
+                except Exception as err:
+                    return endpoint, streamed, str(err)
+                return endpoint, streamed, None
+
+            async def load(n: int) -> list[tuple[str | None, bool, str | None]]:
+                tasks = []
+                for _ in range(n):
+                    tasks.append(asyncio.create_task(one()))
+                    await asyncio.sleep(0.05)  # arrivals spread over the kill
+                return await asyncio.gather(*tasks)
+
+            async def kill_soon() -> None:
+                await asyncio.sleep(0.6)
+                os.kill(first.pid, signal.SIGKILL)
+
+            results, _ = await asyncio.gather(load(30), kill_soon())
+    failed = [r for r in results if r[2] is not None]
+    # Only answers the dead replica was streaming fail; every other request was served,
+    # retried on the survivor when the dead one was picked before its first token.
+    assert failed, "the kill hit nothing: the test proves nothing"
+    assert all(endpoint == victim and had_text for endpoint, had_text, _ in failed), failed
+    assert sum(1 for r in results if r[2] is None) == len(results) - len(failed)
+    assert all(r[0] != victim for r in results[-5:])  # the last arrivals: all on the survivor

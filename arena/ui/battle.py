@@ -93,12 +93,14 @@ def _thinking(
     closed). Issue 9."""
     seconds = turn.thinking_seconds or 0.0
     if revealed:
+        # Under `reveal = "together"` the page never had the thinking time: just "Reasoning".
+        took = f" · {seconds:.1f} s" if turn.thinking_seconds is not None else ""
         return {
             "role": "assistant",
             "content": render(reasoning, remote_images=remote_images)
             if reasoning
             else "(no reasoning text)",
-            "metadata": {"title": f"Reasoning · {seconds:.1f} s", "status": "done"},
+            "metadata": {"title": f"Reasoning{took}", "status": "done"},
         }
     if turn.thinking:
         line = f"💭 Thinking… {seconds:.0f} s"
@@ -127,7 +129,7 @@ def _turn_messages(
     out: list[dict[str, Any]] = [
         {"role": "user", "content": render(turn.prompt, remote_images=remote_images)}
     ]
-    if turn.thinking_seconds is not None:
+    if turn.thinking_seconds is not None or (revealed and reasoning and reasoning.strip()):
         out.append(_thinking(turn, reasoning, revealed, remote_images))
     if turn.error:
         out.append({"role": "assistant", "content": plain(f"⚠️ {turn.error}")})
