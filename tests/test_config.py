@@ -198,7 +198,16 @@ STRATEGY = """
 name = "one-best-of-4"
 family = "one"
 endpoints = [{ base_url = "http://127.0.0.1:1/v1", model = "m1", weight = 2, max_concurrent = 8 }]
-strategy = { kind = "best_of_n", n = 4, temperature = 0.8, reward = { base_url = "http://127.0.0.1:2", model = "rm", api = "classify" } }
+
+[models.strategy]
+kind = "best_of_n"
+n = 4
+temperature = 0.8
+
+[models.strategy.reward]
+base_url = "http://127.0.0.1:2"
+model = "rm"
+api = "classify"
 """
 
 BAD_STRATEGY = [
@@ -208,7 +217,7 @@ BAD_STRATEGY = [
     ("temperature = 0.8", "temperature = -1", "strategy", "'temperature'", ">= 0"),
     ('api = "classify"', 'api = "score"', "strategy.reward", "'api'", "classify, pooling"),
     (
-        ', reward = { base_url = "http://127.0.0.1:2", model = "rm", api = "classify" }',
+        STRATEGY[STRATEGY.index("[models.strategy.reward]") :],
         "",
         "strategy",
         "'reward'",
