@@ -81,6 +81,11 @@ class RevealedSide:
     unreleased: bool
     reasoning: tuple[str | None, ...]  # per turn
     cut_short: tuple[bool, ...] = ()  # per turn: stopped by the token limit (issue 9)
+    # What the answers cost, summed over the turns (issue 7): shown after the vote, so that a
+    # best-of-N side says what it spent.
+    tokens: int | None = None
+    samples: int = 0
+    reward_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -764,6 +769,7 @@ class BattleService:
         except KeyError:  # removed from the registry since the battle began
             entry = None
         answers = [row for row in rows if row["side"] == side.value and row["role"] == "assistant"]
+        usages = [row["usage"] for row in answers if row["usage"]]
         return RevealedSide(
             model=name,
             organization=entry.organization if entry else "",
@@ -772,6 +778,9 @@ class BattleService:
             unreleased=entry.unreleased if entry else False,
             reasoning=tuple(row["reasoning"] for row in answers),
             cut_short=tuple(row["finish_reason"] == "length" for row in answers),
+            tokens=sum(u.get("completion_tokens") or 0 for u in usages) if usages else None,
+            samples=sum(u.get("samples") or 0 for u in usages),
+            reward_calls=sum(u.get("reward_calls") or 0 for u in usages),
         )
 
     async def sweep(self) -> int:

@@ -66,7 +66,10 @@ def test_base_against_best_of_8(arena_server, slow_demo_url: str, sqlite_url: st
     before = recorder.text()
     for hint in ("demo-math", "best", "sampling", "scoring", "reward", "Thought for", "8765"):
         assert hint not in before, hint
-    c.predict(api_name="/vote_tie")
+    revealed = json.dumps(c.predict(api_name="/vote_tie"), ensure_ascii=False)
+    # After the vote the best-of-8 side says what it spent; the base side took one sample.
+    assert "8 samples, 8 reward-model calls" in revealed
+    assert revealed.count("tokens generated") == 2
 
     messages = [m for m in rows(sqlite_url, db.messages) if m["role"] == "assistant"]
     battle = rows(sqlite_url, db.battles)[0]

@@ -225,7 +225,23 @@ def _side_card(label: str, side: RevealedSide, remote_images: bool = False) -> s
     card = f"<p>{' — '.join(parts)}</p>"
     if side.description:  # markdown, rendered and cleaned like an answer
         card += render(side.description, remote_images=remote_images)
+    if cost := _compute(side):
+        card += f'<p class="arena-compute">{cost}</p>'
     return card
+
+
+def _compute(side: RevealedSide) -> str:
+    """What the answers cost: tokens generated, and the samples and reward-model calls of a
+    test-time-compute strategy (issue 7)."""
+    if side.tokens is None:
+        return ""
+    turns = max(1, len(side.reasoning))
+    words = [f"{side.tokens:,} tokens generated"]
+    if side.samples > turns:
+        words.append(f"{side.samples} samples")
+    if side.reward_calls:
+        words.append(f"{side.reward_calls} reward-model calls")
+    return "Compute: " + ", ".join(words) + "."
 
 
 def reveal_markdown(reveal: Reveal, remote_images: bool = False) -> str:
