@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 # this often so the "thinking… N s" counter moves.
 UPDATE_INTERVAL = 0.1
 TICK_INTERVAL = 0.5
+# Under load the updates slow down, so that a burst of voters does not spend the process's one
+# core on repaints (issue 10: each update costs Gradio a fixed amount of CPU): past BUSY_STREAMS
+# battles streaming in this process the interval grows in proportion, up to MAX_UPDATE_INTERVAL.
+BUSY_STREAMS = 25
+MAX_UPDATE_INTERVAL = 0.5
+
+
+def update_interval(streaming: int) -> float:
+    """Seconds between two updates of one battle when `streaming` battles stream here."""
+    return min(MAX_UPDATE_INTERVAL, UPDATE_INTERVAL * max(1.0, streaming / BUSY_STREAMS))
 
 
 @dataclass(frozen=True)
@@ -443,15 +453,20 @@ class _Turn:
     def done(self) -> bool:
         return all(p.done for p in self.progress.values())
 
-    async def changes(self) -> AsyncIterator[None]:
+    @property
+    def held(self) -> bool:
+        """Are the answers held back (reveal = together) with nothing new to show?"""
+        return self.together and not self.done
+
+    async def changes(self, interval: Callable[[], float]) -> AsyncIterator[None]:
         """Yield after something changed (or a tick passed, so a thinking timer moves), at most
-        once per UPDATE_INTERVAL, until both sides are done."""
+        once per `interval()` seconds, until both sides are done."""
         while not self.done:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), TICK_INTERVAL)
             self.changed.clear()
             yield
-            await asyncio.sleep(UPDATE_INTERVAL)
+            await asyncio.sleep(interval())
 
     def check(self, final: bool) -> None:
         for side, p in self.progress.items():
@@ -459,8 +474,7 @@ class _Turn:
                 check.feed(p.content, final=final)
 
     def view(self, state: BattleState) -> BattleView:
-        held = self.together and not self.done
-        a, b = (self.progress[s].view(self.together, held) for s in Side)
+        a, b = (self.progress[s].view(self.together, self.held) for s in Side)
         return BattleView(
             battle_id=self.battle.id,
             state=state,
@@ -629,14 +643,15 @@ class BattleService:
                 live.start(side, self.router.provider(entry), request)
             self._live[battle.id] = live.changed
             yield live.view(BattleState.ANSWERING)
-            async for _ in live.changes():
+            async for _ in live.changes(lambda: update_interval(len(self._live))):
                 if battle.id in self._stop:
                     # Abandoned (New battle). Gradio sends a stream's last update once more as
                     # it ends, so the last word is a view that changes nothing on the page.
                     yield live.view(BattleState.ABANDONED)
                     return
                 live.check(final=False)
-                yield live.view(BattleState.ANSWERING)
+                if not live.held:  # a held view is the same as the last: nothing to send
+                    yield live.view(BattleState.ANSWERING)
             live.check(final=True)
             answers = {side: p.answer() for side, p in live.progress.items()}
             flags = _hook_flags(battle.flags, live.checks)

@@ -400,8 +400,8 @@ def _math(messages: list[dict[str, Any]], rng: random.Random, sampling: Sampling
     for i, (lead, equation) in enumerate(work.steps):
         lead = f" {lead}" if lead else ""
         steps.append(f"{draw.choice(_FIRST if i == 0 else _NEXT)}{lead} {equation}.")
-    # In $…$, as real models write it, so that the page renders it as math.
-    steps.append(f"{draw.choice(_FINAL)} $\\boxed{{{_fmt(work.result)}}}$.")
+    # Between $$, as real models often write it: the page renders it as math.
+    steps.append(f"{draw.choice(_FINAL)} $$\\boxed{{{_fmt(work.result)}}}$$.")
     return Answer("\n\n".join(steps), reasoning=_math_reasoning(problem, work, sampling.level))
 
 
