@@ -45,16 +45,6 @@ log = logging.getLogger(__name__)
 # this often so the "thinking… N s" counter moves.
 UPDATE_INTERVAL = 0.1
 TICK_INTERVAL = 0.5
-# Under load the updates slow down, so that a burst of voters does not spend the process's one
-# core on repaints (issue 10: each update costs Gradio a fixed amount of CPU): past BUSY_STREAMS
-# battles streaming in this process the interval grows in proportion, up to MAX_UPDATE_INTERVAL.
-BUSY_STREAMS = 25
-MAX_UPDATE_INTERVAL = 0.5
-
-
-def update_interval(streaming: int) -> float:
-    """Seconds between two updates of one battle when `streaming` battles stream here."""
-    return min(MAX_UPDATE_INTERVAL, UPDATE_INTERVAL * max(1.0, streaming / BUSY_STREAMS))
 
 
 @dataclass(frozen=True)
@@ -458,15 +448,16 @@ class _Turn:
         """Are the answers held back (reveal = together) with nothing new to show?"""
         return self.together and not self.done
 
-    async def changes(self, interval: Callable[[], float]) -> AsyncIterator[None]:
+    async def changes(self) -> AsyncIterator[None]:
         """Yield after something changed (or a tick passed, so a thinking timer moves), at most
-        once per `interval()` seconds, until both sides are done."""
+        once per UPDATE_INTERVAL, until both sides are done. (Slowing updates under load was
+        measured and not kept: docs/benchmarks.md, "Battles: many voters at once".)"""
         while not self.done:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), TICK_INTERVAL)
             self.changed.clear()
             yield
-            await asyncio.sleep(interval())
+            await asyncio.sleep(UPDATE_INTERVAL)
 
     def check(self, final: bool) -> None:
         for side, p in self.progress.items():
@@ -643,7 +634,7 @@ class BattleService:
                 live.start(side, self.router.provider(entry), request)
             self._live[battle.id] = live.changed
             yield live.view(BattleState.ANSWERING)
-            async for _ in live.changes(lambda: update_interval(len(self._live))):
+            async for _ in live.changes():
                 if battle.id in self._stop:
                     # Abandoned (New battle). Gradio sends a stream's last update once more as
                     # it ends, so the last word is a view that changes nothing on the page.

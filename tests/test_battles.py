@@ -273,15 +273,3 @@ def test_reasoning_that_is_only_whitespace_shows_no_thinking_line() -> None:
     shown = repr(chat_messages((side.view(),)))  # what the page gets for this turn
     assert "Thought for" not in shown and "Thinking" not in shown and "Answer." in shown
     assert side.answer().reasoning == "\n\n"  # stored exactly as sent
-
-
-def test_updates_slow_down_under_load() -> None:
-    # Issue 10: past BUSY_STREAMS battles streaming in one process, each battle's updates come
-    # less often, in proportion, up to MAX_UPDATE_INTERVAL; a quiet arena paints ten a second.
-    from arena.battles import BUSY_STREAMS, MAX_UPDATE_INTERVAL, UPDATE_INTERVAL, update_interval
-
-    assert update_interval(1) == update_interval(BUSY_STREAMS) == UPDATE_INTERVAL
-    assert update_interval(2 * BUSY_STREAMS) == 2 * UPDATE_INTERVAL
-    assert update_interval(10_000) == MAX_UPDATE_INTERVAL
-    steps = [update_interval(n) for n in range(0, 400, 7)]
-    assert steps == sorted(steps)
