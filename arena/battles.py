@@ -566,8 +566,11 @@ class BattleService:
     async def start(self, voter: Voter, prompt: str) -> AsyncIterator[BattleView]:
         """Draw two models, create the battle, and stream the first turn."""
         config = self.config
-        text = await self._admit_prompt(config, voter, prompt, None, Action.BATTLE)
+        check_text(prompt, config.max_prompt_chars)
+        # Drawn before the limits count the prompt: when no two models can answer, the voter
+        # is told so and keeps their quota (review of issue 7).
         model_a, model_b = self.router.pick_pair(config)
+        text = await self._admit_prompt(config, voter, prompt, None, Action.BATTLE)
         battle_id = str(uuid.uuid4())
         await asyncio.to_thread(self.store.touch_voter, voter.id, voter.ip_hash)
         flags = {"demo": True} if config.demo else {}
@@ -596,11 +599,13 @@ class BattleService:
         # Refused before the limits count it: a turn that cannot be taken costs no quota.
         if refusal := turn_refusal(battle, config.max_turns):
             raise TurnRejected(refusal)
-        if any(config.find(battle.model(side)) is None for side in Side):
-            # The registry changed since the battle began: the answers so far can still be
-            # voted on, but the missing model cannot answer again.
+        entries = [config.find(battle.model(side)) for side in Side]
+        if any(e is None or not self.router.available(e) for e in entries):
+            # The registry changed since the battle began, or a model has no server up right
+            # now: the answers so far can still be voted on; a turn that would fail would
+            # throw them away (review of issue 7).
             raise TurnRejected(
-                "One of the models in this battle is no longer available, so it takes no "
+                "One of the models in this battle is not available right now, so it takes no "
                 "follow-ups. Vote on the answers so far, or start a new battle."
             )
         text = await self._admit_prompt(config, voter, prompt, battle_id)

@@ -610,6 +610,10 @@ def _server(
         raise here.fail("base_url", f"must be an http(s) URL, got {base_url!r}")
     if parts.username or parts.password:
         raise here.fail("base_url", "must not hold credentials; use api_key_env")
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise here.fail("base_url", f"has no valid port: {base_url!r}") from None
     model = _get(here, raw, "model", str)
     if not model.strip():
         raise here.fail("model", "must not be empty")

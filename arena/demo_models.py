@@ -401,7 +401,7 @@ def _math(messages: list[dict[str, Any]], rng: random.Random, sampling: Sampling
         lead = f" {lead}" if lead else ""
         steps.append(f"{draw.choice(_FIRST if i == 0 else _NEXT)}{lead} {equation}.")
     # Between $$, as real models often write it: the page renders it as math.
-    steps.append(f"{draw.choice(_FINAL)} $$\\boxed{{{_fmt(work.result)}}}$$.")
+    steps.append(f"{draw.choice(_FINAL)}:\n$$\\boxed{{{_fmt(work.result)}}}$$")
     return Answer("\n\n".join(steps), reasoning=_math_reasoning(problem, work, sampling.level))
 
 

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from arena.config import Api, ArenaConfig, Endpoint, ModelEntry, Registry, Timeouts
-from arena.errors import NotEnoughModels
+from arena.config import (
+    Api,
+    ArenaConfig,
+    Endpoint,
+    ModelEntry,
+    Registry,
+    RewardEndpoint,
+    Timeouts,
+)
+from arena.errors import EndpointError, NotEnoughModels
 from arena.providers.anthropic import AnthropicProvider
-from arena.providers.base import Provider
+from arena.providers.base import ChatRequest, Chunk, Provider
 from arena.providers.openai import OpenAIProvider
 from arena.providers.pool import EndpointPool, Replica, watch_health
-from arena.providers.reward import RewardClient
+from arena.providers.reward import RewardClient, server_root
 from arena.providers.strategies import StrategyProvider
 
 # One adapter per API type: the same constructor, so a pool does not care which it wraps.
@@ -64,6 +72,13 @@ class _Built:
     entry: ModelEntry  # kept to tell a reloaded entry (a new object) from this one
     pool: EndpointPool
     provider: Provider
+    reward: Replica | None = None  # a strategy's reward model, health-checked like a replica
+
+    @property
+    def available(self) -> bool:
+        """Can the entry answer: a healthy replica, and its reward model up if it has one (a
+        best-of-N whose reward model is down would sample N times and then fail)."""
+        return self.pool.available and (self.reward is None or self.reward.healthy)
 
 
 class Router:
@@ -89,7 +104,7 @@ class Router:
 
     def available(self, entry: ModelEntry) -> bool:
         """Can this model answer now: has it a healthy replica?"""
-        return self._build(entry).pool.available
+        return self._build(entry).available
 
     def pick_pair(self, config: ArenaConfig | None = None) -> tuple[ModelEntry, ModelEntry]:
         """Two distinct models drawn by weight among those that can answer, in random order.
@@ -111,11 +126,12 @@ class Router:
         """The provider of this entry: built at its first use, kept until the entry changes."""
         return self._build(entry).provider
 
-    def replicas(self) -> Iterable[Replica]:
+    def replicas(self) -> list[Replica]:
         """The replicas of the registry in force, each once (entries may share one)."""
         seen: dict[int, Replica] = {}
         for entry in self.config.models:
-            for replica in self._build(entry).pool.replicas:
+            built = self._build(entry)
+            for replica in (*built.pool.replicas, *([built.reward] if built.reward else [])):
                 seen.setdefault(id(replica), replica)
         return list(seen.values())
 
@@ -131,11 +147,14 @@ class Router:
         replicas = [self._replica(entry, e, timeouts) for e in entry.endpoints]
         pool = EndpointPool(replicas, lambda: self.config.routing, self.rng, self._freed)
         provider: Provider = pool
+        reward_replica = None
         if entry.strategy is not None:
             reward = entry.strategy.reward
             scorer = RewardClient(self.client, reward, timeouts.total) if reward else None
             provider = StrategyProvider(pool, entry.strategy, scorer)
-        built = _Built(entry, pool, provider)
+            if reward is not None:
+                reward_replica = self._reward_replica(reward)
+        built = _Built(entry, pool, provider, reward_replica)
         self._built[entry.name] = built
         return built
 
@@ -159,8 +178,31 @@ class Router:
             return old
         provider = adapter(self.client, endpoint, timeouts, think_tags=entry.think_tags)
         replica = Replica(endpoint, provider, cap, health, _auth_headers(entry.api, endpoint))
-        if old is not None:  # what we know of the server's health carries over
+        if old is not None:  # the server is the same: its health and its load carry over
             replica.healthy, replica.failures = old.healthy, old.failures
-            replica.next_check = old.next_check
+            replica.next_check, replica.slots = old.next_check, old.slots
         self._replicas[key] = replica
         return replica
+
+    def _reward_replica(self, reward: RewardEndpoint) -> Replica:
+        """A reward model, as a replica that is only health-checked (its requests go through
+        the strategy's `RewardClient`): shared by every strategy that names it."""
+        key = ("reward", reward.base_url, reward.model, "")
+        health = server_root(reward.base_url) + "/v1/models"
+        old = self._replicas.get(key)
+        if old is not None and old.health_url == health:
+            return old
+        headers = {"Authorization": f"Bearer {reward.api_key.reveal()}"} if reward.api_key else {}
+        endpoint = Endpoint(reward.base_url, reward.model)
+        cap = self.config.routing.max_concurrent
+        replica = Replica(endpoint, _HealthOnly(), cap, health, headers)
+        self._replicas[key] = replica
+        return replica
+
+
+class _HealthOnly:
+    """The provider of a replica that is only health-checked: a reward model."""
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        raise EndpointError("A reward model takes no chat requests.")
+        yield Chunk()  # an async generator, like every provider

@@ -205,7 +205,7 @@ async def test_follow_up_after_a_model_left_the_registry(demo_url: str, sqlite_u
     # The registry is reloaded without one of the two models (a restart with a new file).
     data["models"] = [m for m in data["models"] if m["name"] != gone]
     restarted = service(sqlite_url, data)
-    with pytest.raises(TurnRejected, match="no longer available"):
+    with pytest.raises(TurnRejected, match="not available right now"):
         async for _ in restarted.follow_up(battle.id, voter, "and then?"):
             pass
     assert restarted.store.battle(battle.id).status is BattleState.AWAITING_VOTE
@@ -273,3 +273,38 @@ def test_reasoning_that_is_only_whitespace_shows_no_thinking_line() -> None:
     shown = repr(chat_messages((side.view(),)))  # what the page gets for this turn
     assert "Thought for" not in shown and "Thinking" not in shown and "Answer." in shown
     assert side.answer().reasoning == "\n\n"  # stored exactly as sent
+
+
+async def test_no_models_up_costs_no_quota_and_a_down_model_takes_no_follow_up(
+    sqlite_url: str,
+) -> None:
+    # Review of issue 7: "Fewer than two models" used to count against the voter's prompt
+    # limit, and a follow-up to a model known to be down failed the battle, votable before.
+    from arena.demo_models import create_demo_app
+    from arena.errors import NotEnoughModels
+    from arena.providers.pool import check
+    from tests.servers import serve
+
+    port = free_port()
+    data = demo_config_data(f"http://127.0.0.1:{port}", {"one": "terse", "two": "verbose"})
+    data["limits"] = {**data["limits"], "prompts_per_minute_voter": 1}
+    svc = service(sqlite_url, data)
+    router, voter = svc.router, Voter("v")
+
+    async def check_all() -> None:
+        for r in router.replicas():
+            await check(router.client, r, router.config.routing)
+
+    await check_all()  # nothing listens on the port yet
+    for _ in range(3):
+        with pytest.raises(NotEnoughModels):
+            await play(svc, voter, "hello")
+    with serve(create_demo_app(latency=0, tokens_per_second=0), "/health", port):
+        await check_all()
+        views = await play(svc, voter, "hello")  # the one prompt of the minute: not used up
+        assert views[-1].state is BattleState.AWAITING_VOTE
+    await check_all()  # the server is gone again
+    with pytest.raises(TurnRejected, match="not available right now"):
+        async for _ in svc.follow_up(views[-1].battle_id, voter, "and then?"):
+            pass
+    assert svc.store.battle(views[-1].battle_id).status is BattleState.AWAITING_VOTE

@@ -241,6 +241,14 @@ def odd_server() -> Iterator[str]:
                     await asyncio.sleep(0.1)
 
             return StreamingResponse(keepalive(), media_type="text/event-stream")
+        if mode == "error-stall":
+            # An error status whose body never finishes (review of issue 7).
+
+            async def stall() -> AsyncIterator[str]:
+                yield '{"error": "the GPU'
+                await asyncio.sleep(3600)
+
+            return StreamingResponse(stall(), status_code=500, headers={"content-length": "1000"})
         if mode == "empty":
 
             async def empty() -> AsyncIterator[str]:
@@ -337,3 +345,10 @@ async def test_two_streams_run_concurrently(slow_demo_url: str) -> None:
     first_verbose = order.index("verbose")
     last_terse = len(order) - 1 - order[::-1].index("terse")
     assert first_verbose < last_terse
+
+
+async def test_error_status_with_a_stalled_body_still_ends(odd_server: str) -> None:
+    quick = Timeouts(connect=2, first_token=5, between_tokens=0.5, total=5)
+    p = OpenAIProvider(httpx.AsyncClient(), Endpoint(odd_server + "/v1", "m"), quick)
+    with pytest.raises(EndpointError, match=r"failed \(HTTP 500\)"):
+        await asyncio.wait_for(collect(p, request("error-stall")), 10)

@@ -76,6 +76,8 @@ BAD = [
     ('name = "two"', 'name = "one"', "models[1] ('one')", "'name'", "duplicate"),
     ('"TWO_API_KEY"', '"NOPE_API_KEY"', "endpoints[0]", "'api_key_env'", "NOPE_API_KEY is not set"),
     ('"TWO_API_KEY"', '"not a name"', "endpoints[0]", "'api_key_env'", "variable name"),
+    ("http://127.0.0.1:1/v1/", "http://127.0.0.1:8o00/v1/", "endpoints[0]", "'base_url'", "port"),
+    ("http://127.0.0.1:1/v1/", "http://127.0.0.1:187650/v1", "endpoints[0]", "'base_url'", "port"),
     (
         "http://127.0.0.1:1/v1/",
         "http://user:pw@127.0.0.1:1/v1/",

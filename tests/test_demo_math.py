@@ -55,7 +55,7 @@ async def test_worked_solution_in_steps_with_the_boxed_answer(
     text = content(await complete(http, demo_url, temperature=0))
     steps = text.split("\n\n")
     assert len(steps) >= 4
-    assert steps[-1].endswith("$$\\boxed{391}$$.")
+    assert steps[-1].endswith(":\n$$\\boxed{391}$$")
     assert "17 × 20 = 340" in text
 
 

@@ -296,3 +296,76 @@ async def test_a_replica_killed_under_load_loses_only_what_it_was_streaming() ->
     assert all(endpoint == victim and had_text for endpoint, had_text, _ in failed), failed
     assert sum(1 for r in results if r[2] is None) == len(results) - len(failed)
     assert all(r[0] != victim for r in results[-5:])  # the last arrivals: all on the survivor
+
+
+# -- found by the review of issue 7 --------------------------------------------------------
+
+
+def test_failed_requests_do_not_lengthen_the_backoff() -> None:
+    # Eight samples of one best-of-8 failing at once are one outage: only health checks double
+    # the wait before the next check.
+    from arena.config import Endpoint
+    from arena.providers.pool import Replica
+
+    r = Replica(Endpoint("http://127.0.0.1:9/v1", "m"), None, 4, "http://127.0.0.1:9/v1/models")  # type: ignore[arg-type]
+    for _ in range(8):
+        r.mark_down("ConnectError", 100.0, 60.0, checked=False)
+    assert not r.healthy and r.failures == 1 and r.next_check == 101.0
+    r.mark_down("ConnectError", 101.0, 60.0)  # a failed check
+    assert r.failures == 2 and r.next_check == 103.0
+
+
+async def test_a_health_check_that_cannot_even_send_marks_down() -> None:
+    from arena.config import Endpoint, RoutingConfig
+    from arena.providers.pool import Replica
+
+    r = Replica(Endpoint("http://x/v1", "m"), None, 4, "http://127.0.0.1:8o00/v1/models")  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as client:
+        await check(client, r, RoutingConfig())  # httpx.InvalidURL: not an HTTPError
+    assert not r.healthy
+
+
+async def test_a_strategy_whose_reward_model_is_down_is_not_drawn(demo_url: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    strategy = {"kind": "best_of_n", "n": 2, "reward": {"base_url": dead, "model": "reward"}}
+    config = registry([replica(demo_url, "math")], strategy=strategy)
+    async with httpx.AsyncClient() as client:
+        router = Router(config, client)
+        for r in router.replicas():
+            await check(client, r, config.routing)
+        assert not router.available(config.model("m"))
+        assert router.available(config.model("other"))
+
+
+async def test_a_strategy_with_no_room_for_every_sample_fails(slow_demo_url: str) -> None:
+    # Best of 4 on a server that takes 2 at a time, with a short queue: chosen from 2 it would
+    # be rated as best of 4, so the side fails and says the model is busy.
+    config = registry(
+        [replica(slow_demo_url, "math", max_concurrent=2)],
+        {"queue_seconds": 0.2},
+        strategy={"kind": "self_consistency", "n": 4},
+    )
+    async with httpx.AsyncClient() as client:
+        router = Router(config, client)
+        with pytest.raises(EndpointBusy, match="busy"):
+            await answer(router)
+        assert all(r.in_flight == 0 for r in router.replicas())
+
+
+async def test_a_reload_keeps_counting_the_old_replicas_requests(slow_demo_url: str) -> None:
+    from arena.config import Registry
+
+    old = registry([replica(slow_demo_url, max_concurrent=1)])
+    reg = Registry(old)
+    async with httpx.AsyncClient() as client:
+        router = Router(reg, client)
+        first = asyncio.create_task(answer(router))
+        await asyncio.sleep(0.1)
+        before = router.replicas()[0]
+        # The same server with a new health path: a new replica object, the same slots.
+        new = replica(slow_demo_url, max_concurrent=1, health_path="/health")
+        reg._current = registry([new], {"queue_seconds": 0.2})
+        assert router.replicas()[0] is not before
+        with pytest.raises(EndpointBusy):
+            await answer(router)
+        await first

@@ -198,7 +198,13 @@ async def open_stream(
         raise EndpointError("The connection to the model server broke.") from None
     try:
         if response.status_code >= 400:
-            text = body_text(await error_body(response))
+            # Bounded: a server that sends an error status and then stalls must not hold the
+            # battle (review of issue 7); the status alone still fails it.
+            try:
+                said = await asyncio.wait_for(error_body(response), t.between_tokens)
+            except TimeoutError:
+                said = b""
+            text = body_text(said)
             log.warning(
                 "model %s: HTTP %s from %s: %s",
                 name,

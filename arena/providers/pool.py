@@ -40,6 +40,14 @@ BACKOFF_START = 1.0  # seconds before an unhealthy replica is checked again, dou
 
 
 @dataclass(eq=False)
+class Slots:
+    """Requests in flight on one server. Shared by the old and the new `Replica` when a registry
+    reload rebuilds it, so that the cap counts the requests the old one still serves."""
+
+    taken: int = 0
+
+
+@dataclass(eq=False)
 class Replica:
     """One server of one model and what this process knows of it."""
 
@@ -48,7 +56,7 @@ class Replica:
     cap: int
     health_url: str
     headers: dict[str, str] = field(default_factory=dict)
-    in_flight: int = 0
+    slots: Slots = field(default_factory=Slots)
     healthy: bool = True  # until a check or a refused connection says otherwise
     failures: int = 0  # checks failed in a row
     next_check: float = 0.0  # monotonic time of the next health check
@@ -57,7 +65,16 @@ class Replica:
     def name(self) -> str:
         return self.endpoint.name
 
-    def mark_down(self, why: str, now: float, backoff_max: float) -> None:
+    @property
+    def in_flight(self) -> int:
+        return self.slots.taken
+
+    def mark_down(self, why: str, now: float, backoff_max: float, checked: bool = True) -> None:
+        """Skip this replica until a health check finds it well. Only checks lengthen the
+        backoff: eight samples of one best-of-8 failing at once are one outage, not eight
+        (review of issue 7)."""
+        if not checked and not self.healthy:
+            return
         if self.healthy:
             log.warning("endpoint %s is down (%s); requests skip it", self.name, why)
         self.healthy = False
@@ -119,7 +136,7 @@ class EndpointPool:
                 raise NoEndpoint("No server for this model is available right now.")
             replica = self._pick(exclude)
             if replica is not None:
-                replica.in_flight += 1
+                replica.slots.taken += 1
                 return replica
             left = deadline - time.monotonic()
             if left <= 0:
@@ -129,7 +146,7 @@ class EndpointPool:
                 await asyncio.wait_for(self.freed.wait(), min(left, HEALTH_TICK))
 
     def _release(self, replica: Replica) -> None:
-        replica.in_flight -= 1
+        replica.slots.taken -= 1
         self.freed.set()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -149,7 +166,7 @@ class EndpointPool:
                 routing = self.routing()
                 if _replica_fault(err):
                     replica.mark_down(
-                        type(err).__name__, time.monotonic(), routing.backoff_max_seconds
+                        type(err).__name__, time.monotonic(), routing.backoff_max_seconds, False
                     )
                 others = any(r.healthy and r not in tried for r in self.replicas)
                 if streamed or not routing.retry or len(tried) > 1 or not others:
@@ -171,7 +188,7 @@ async def check(client: httpx.AsyncClient, replica: Replica, routing: RoutingCon
         response = await client.get(
             replica.health_url, headers=replica.headers, timeout=routing.health_timeout
         )
-    except httpx.HTTPError as err:
+    except Exception as err:  # not only httpx.HTTPError: a bad URL raises others
         replica.mark_down(type(err).__name__, now, routing.backoff_max_seconds)
         return
     if response.status_code >= 500:
@@ -190,11 +207,14 @@ async def watch_health(
 ) -> None:
     """Check every replica when it is due, for as long as the process runs."""
     while True:
-        now = time.monotonic()
-        due = [r for r in replicas() if r.next_check <= now]
-        if due:
-            config = routing()
-            for r in due:  # not checked twice while a slow check runs
-                r.next_check = now + config.health_timeout + HEALTH_TICK
-            await asyncio.gather(*(check(client, r, config) for r in due))
+        try:
+            now = time.monotonic()
+            due = [r for r in replicas() if r.next_check <= now]
+            if due:
+                config = routing()
+                for r in due:  # not checked twice while a slow check runs
+                    r.next_check = now + config.health_timeout + HEALTH_TICK
+                await asyncio.gather(*(check(client, r, config) for r in due))
+        except Exception:  # the loop must outlive any one bad round (review of issue 7)
+            log.exception("health checks failed this round; trying again")
         await asyncio.sleep(HEALTH_TICK)

@@ -18,12 +18,15 @@ from typing import Any, Protocol
 
 from arena.answer_style import estimate_tokens
 from arena.config import Strategy
-from arena.errors import ProviderError
+from arena.errors import EndpointBusy, NoEndpoint, ProviderError
 from arena.providers import selection
 from arena.providers.base import Candidate, ChatMessage, ChatRequest, Chunk, Provider, Usage
 from arena.providers.reward import Scored, StepScores
 
 log = logging.getLogger(__name__)
+
+# Failures that say the samples found no server with room, rather than that a sample went wrong.
+_CAPACITY = (EndpointBusy, NoEndpoint)
 
 # Kinds that cannot choose without a reward model; self-consistency uses one only for ties.
 NEEDS_REWARD = frozenset({"best_of_n", "process_reward", "weighted_vote"})
@@ -199,6 +202,14 @@ class StrategyProvider:
             async for done in _as_done(tasks):
                 yield Chunk(progress=f"sampling {done}/{n}")
             samples: list[_Sample] = [t.result() for t in tasks]
+            short = next((s.error for s in samples if isinstance(s.error, _CAPACITY)), None)
+            if short is not None:
+                # No room for every sample: a "best of 8" chosen from 2 would be rated as best
+                # of 8. The side fails instead, and says the model is busy (review of issue 7).
+                log.warning(
+                    "%s: a sample found no room (%s); the answer fails", self.strategy.kind, short
+                )
+                raise short
             live = [s for s in samples if s.error is None]
             if not live:
                 first = samples[0].error
@@ -271,6 +282,9 @@ async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
         t.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:  # retrieved, so asyncio does not log "exception was never retrieved"
+        if t.done() and not t.cancelled():
+            t.exception()
 
 
 __all__ = [
