@@ -48,6 +48,14 @@ class EndpointError(ProviderError):
     """The endpoint answered with an error status or a malformed stream."""
 
 
+class ServerFailed(EndpointError):
+    """The endpoint answered with a 5xx status: the replica is unwell, not the request."""
+
+
+class StreamBroken(EndpointError):
+    """The connection to the endpoint broke (refused mid-request, reset while streaming)."""
+
+
 class NoEndpoint(ProviderError):
     """Every replica of a model is down (issue 7): the request was not sent anywhere."""
 

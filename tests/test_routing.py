@@ -369,3 +369,24 @@ async def test_a_reload_keeps_counting_the_old_replicas_requests(slow_demo_url: 
         with pytest.raises(EndpointBusy):
             await answer(router)
         await first
+
+
+async def test_a_replica_that_fails_fast_is_marked_down_at_once(demo_url: str) -> None:
+    # Found by bench.router: with the fewest requests in flight, a replica that answers every
+    # request with a 503 (its health path fine) drew every new request.
+    async def chat(request: Request) -> Response:
+        return Response('{"error": "overloaded"}', status_code=503)
+
+    async def models(request: Request) -> Response:
+        return Response("{}", media_type="application/json")
+
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
+    )
+    with serve(app, "/v1/models") as failing:
+        config = registry([replica(failing, weight=1e6), replica(demo_url)])
+        async with httpx.AsyncClient() as client:
+            router = Router(config, client, rng=random.Random(0))
+            served = [await answer(router) for _ in range(5)]
+    assert served[0][1] == [f"{failing}/v1#terse", f"{demo_url}/v1#terse"]  # retried once
+    assert all(endpoints == [f"{demo_url}/v1#terse"] for _, endpoints in served[1:])

@@ -31,6 +31,8 @@ from arena.errors import (
     FirstTokenTimeout,
     NoEndpoint,
     ProviderError,
+    ServerFailed,
+    StreamBroken,
 )
 from arena.providers.base import ChatRequest, Chunk, Provider
 
@@ -90,8 +92,10 @@ class Replica:
 
 
 def _replica_fault(err: ProviderError) -> bool:
-    """Does this failure say the replica is unwell (rather than the request bad)?"""
-    return isinstance(err, ConnectError | FirstTokenTimeout)
+    """Does this failure say the replica is unwell (rather than the request bad)? A replica
+    that fails fast must be marked down at once: with the fewest requests in flight it would
+    otherwise draw every new request (bench.router, issue 7)."""
+    return isinstance(err, ConnectError | FirstTokenTimeout | ServerFailed | StreamBroken)
 
 
 class EndpointPool:
