@@ -89,3 +89,22 @@ def test_reasoning_field_disables_retraction() -> None:
     out += splitter.flush()
     assert not any(c.retract_content for c in out)
     assert "".join(c.content for c in out) == "real answer mentions </think> literally"
+
+
+def test_held_suffix_matches_its_definition() -> None:
+    # The fast version looks only at "<" positions; the definition tries every suffix.
+    import random
+
+    from arena.providers.think import CLOSE, OPEN, _held_suffix
+
+    def by_definition(text: str, tag: str) -> int:
+        for n in range(min(len(tag) - 1, len(text)), 0, -1):
+            if tag.startswith(text[-n:]):
+                return n
+        return 0
+
+    rng = random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choice("<>/thinkab ") for _ in range(rng.randint(0, 12)))
+        for tag in (OPEN, CLOSE):
+            assert _held_suffix(text, tag) == by_definition(text, tag), (text, tag)
