@@ -450,6 +450,9 @@ def hostile(messages: list[dict[str, Any]], rng: random.Random) -> Answer:
 
 LaTeX that draws huge boxes, lifts them over the page and links to script:
 $$\\rule{{300em}}{{300em}}\\raisebox{{60em}}{{\\rule{{300em}}{{300em}}}}\\href{{javascript:alert('katex')}}{{x}}$$
+The same inline \\(\\rule{{300em}}{{300em}}\\href{{javascript:alert('inline')}}{{x}}\\)
+and displayed:
+\\[\\raisebox{{60em}}{{\\rule{{300em}}{{300em}}}}\\href{{javascript:alert('display')}}{{x}}\\]
 
 Here is an HTML page:
 

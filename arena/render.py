@@ -29,8 +29,9 @@ While an answer streams, its unfinished last block shows its inline markup as it
 finished (`**Point` bold already, a link still arriving as its text): the markup is closed in
 the block's markdown source, which is then rendered and cleaned like the rest.
 
-LaTeX between `$$ … $$` is kept as text for the page's KaTeX; a `$` anywhere else is written
-as `&#36;`, so Gradio's LaTeX step (which matches `$$` in the raw HTML) sees only those spans.
+LaTeX between `$$ … $$`, `\\( … \\)` or `\\[ … \\]` is kept as text for the page's KaTeX; a `$`
+or `\\` anywhere else is written as `&#36;` or `&#92;`, so Gradio's LaTeX step (which looks for
+the delimiters in the raw HTML) sees only those spans.
 """
 
 from __future__ import annotations
@@ -174,11 +175,20 @@ def _image_as_link(match: re.Match[str]) -> str:
 # -- markdown-it: LaTeX spans, images and table alignment --------------------------------------
 
 
+# LaTeX delimiters the page renders (arena.ui.battle.LATEX), each opener with its closer.
+# Reasoning models write `\( … \)` and `\[ … \]` more often than `$$` (issue 7).
+MATH_INLINE = {"$$": "$$", "\\(": "\\)", "\\[": "\\]"}
+MATH_BLOCK = {"$$": "$$", "\\[": "\\]"}  # those that may open a display formula's line
+
+
 def _math_inline(state: StateInline, silent: bool) -> bool:
+    """A formula inside a line, kept whole: before the escape rule, which would turn `\\(`
+    into `(`."""
     src, pos = state.src, state.pos
-    if not src.startswith("$$", pos):
+    closer = MATH_INLINE.get(src[pos : pos + 2])
+    if closer is None:
         return False
-    end = src.find("$$", pos + 2)
+    end = src.find(closer, pos + 2)
     if end <= pos + 2:
         return False
     if not silent:
@@ -189,25 +199,26 @@ def _math_inline(state: StateInline, silent: bool) -> bool:
 
 
 def _math_block(state: StateBlock, start: int, end: int, silent: bool) -> bool:
-    """`$$` at the start of a line up to the line that ends with `$$`: one display formula,
-    even across lines that would otherwise start a list or end a paragraph."""
+    """`$$` or `\\[` at the start of a line up to the line that ends with its closer: one
+    display formula, even across lines that would otherwise start a list or end a paragraph."""
     if state.sCount[start] - state.blkIndent >= 4:
         return False
     pos = state.bMarks[start] + state.tShift[start]
     first = state.src[pos : state.eMarks[start]].rstrip()
-    if not first.startswith("$$"):
+    closer = MATH_BLOCK.get(first[:2])
+    if closer is None:
         return False
     line = start
     rest = first[2:]
-    if "$$" in rest:
-        if not rest.endswith("$$") or rest.count("$$") > 1 or len(rest) == 2:
+    if closer in rest:
+        if not rest.endswith(closer) or rest.count(closer) > 1 or len(rest) == 2:
             return False  # text after the formula, or several: the inline rule's business
     else:
         line = start + 1
         while line < end:
             text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]]
-            if "$$" in text:
-                if not text.rstrip().endswith("$$") or text.count("$$") > 1:
+            if closer in text:
+                if not text.rstrip().endswith(closer) or text.count(closer) > 1:
                     return False
                 break
             line += 1
@@ -331,9 +342,19 @@ def _align_cells(tokens: list[Token]) -> None:
 # -- blocks -------------------------------------------------------------------------------------
 
 
+def _opens_math(line: str) -> str | None:
+    """The closer of the display formula that `line` (stripped) opens and leaves open."""
+    closer = MATH_BLOCK.get(line[:2])
+    if closer is None:
+        return None
+    if closer == "$$":
+        return closer if line.count("$$") % 2 == 1 else None
+    return closer if closer not in line else None
+
+
 def blocks(text: str) -> list[str]:
     """`text` cut at blank lines where markdown would start afresh anyway: the next line is
-    not indented, not a list item, and not inside a fenced code block or a `$$` formula.
+    not indented, not a list item, and not inside a fenced code block or a display formula.
     With reference-style link definitions the text stays whole (they reach across blocks)."""
     if _REFERENCE.search(text):
         return [text]
@@ -341,7 +362,7 @@ def blocks(text: str) -> list[str]:
     start = 0
     pos = 0
     fence: str | None = None
-    in_math = False
+    math_closer: str | None = None  # inside a display formula that ends with this
     blank_before = fence_ended = False
     for line in _LINES.findall(text):
         stripped = line.strip(" \t\r\n")
@@ -349,7 +370,7 @@ def blocks(text: str) -> list[str]:
         # A new block after a blank line, before a code fence and after one: there markdown
         # starts afresh, so each fenced code block is a block of its own.
         fresh = at_margin and (blank_before or fence_ended or _FENCE.match(line) is not None)
-        if fresh and fence is None and not in_math and pos > start:
+        if fresh and fence is None and math_closer is None and pos > start:
             out.append(text[start:pos])
             start = pos
         fence_ended = False
@@ -357,15 +378,15 @@ def blocks(text: str) -> list[str]:
             if stripped.startswith(fence) and not stripped.strip(fence[0]):
                 fence = None
                 fence_ended = True
-        elif in_math:
-            if "$$" in stripped:
-                in_math = False
+        elif math_closer is not None:
+            if math_closer in stripped:
+                math_closer = None
         elif m := _FENCE.match(line):
             marker = m.group(1)
             if not (marker[0] == "`" and "`" in m.group(2)):
                 fence = marker
-        elif stripped.startswith("$$") and stripped.count("$$") % 2 == 1:
-            in_math = True
+        else:
+            math_closer = _opens_math(stripped)
         blank_before = not stripped
         pos += len(line)
     out.append(text[start:])
@@ -378,7 +399,7 @@ def blocks(text: str) -> list[str]:
 # item) is made to look finished, as chat UIs do it: open emphasis, strikethrough and code spans
 # are closed, a partial link shows its text only, a lone trailing mark is hidden. This is done
 # on the markdown source, which is then rendered and cleaned like any other text, never on the
-# HTML; nothing in code or in `$$` math is touched. One pass of a regex over the tail: no more
+# HTML; nothing in code or in math is touched. One pass of a regex over the tail: no more
 # parsing than before.
 
 _MARK = re.compile(r"\\[\s\S]?|`+|\$\$|\*+|_+|~+|!?\[|\]\(?")
@@ -522,8 +543,8 @@ def _scan(text: str) -> _Tail:
                 else:
                     tail.cuts.append((m.start(), pos))
                 break
-        elif mark == "$$":
-            end = text.find("$$", pos)
+        elif mark in MATH_INLINE:
+            end = text.find(MATH_INLINE[mark], pos)
             if end < 0:
                 break  # a formula still streaming: its `_` and `*` are not emphasis
             pos = end + 2
@@ -541,23 +562,24 @@ def _inline_tail(block: str) -> int:
     """Where the inline text that `block` ends in starts (its last paragraph, heading or list
     item); -1 if the block ends in code (fenced, open or indented) or in a rule."""
     fence, start, pos, last = "", 0, 0, ""
-    math = heading = quote = False
+    math: str | None = None  # inside a display formula that ends with this
+    heading = quote = False
     for line in _LINES.findall(block):
         text, last = line.strip(), line
-        opens_math = not fence and not math and text.startswith("$$") and text.count("$$") % 2
+        opens_math = None if fence or math else _opens_math(text)
         if fence:
             closing = line.lstrip(" \t>").rstrip()
             if closing.startswith(fence) and not closing.strip(fence[0]):
                 fence, start = "", pos + len(line)
-        elif math:  # blank lines inside a `$$` formula do not end it
-            math = "$$" not in text
+        elif math:  # blank lines inside a display formula do not end it
+            math = None if math in text else math
         elif (m := _ANY_FENCE.match(line)) and not (m[1][0] == "`" and "`" in m[2]):
             fence = m[1]
         elif not text:
             start = pos + len(line)
         elif heading or _STARTS_INLINE.match(line) or (text[0] == ">" and not quote):
             start = pos
-        math = math or bool(opens_math)
+        math = math or opens_math
         heading, quote = bool(_HEADING.match(line)), text.startswith(">")
         pos += len(line)
     if fence or _RULE_LINE.match(last):
@@ -623,11 +645,17 @@ def _finish_inline(block: str) -> str:
 # -- output -------------------------------------------------------------------------------------
 
 
+# A backslash and bracket that are text: the page's KaTeX reads the text of the page, where
+# `&#92;(` is `\(` again, so an empty <wbr> keeps the two apart.
+_STRAY_OPENER = re.compile(r"(&#92;)(?=[(\[])")
+
+
 def _one_line(fragment: str) -> str:
-    """No raw newline, tab or dollar sign: Gradio's markdown step keeps one HTML line whole,
-    its inspect.cleandoc has no tabs to expand, and its LaTeX step finds no stray `$$`."""
+    """No raw newline, tab, dollar sign or backslash: Gradio's markdown step keeps one HTML line
+    whole, its inspect.cleandoc has no tabs to expand, and its LaTeX step finds no stray `$$`,
+    `\\(` or `\\[` outside the formulas put back after this."""
     return (
-        fragment.replace("$", "&#36;")
+        _STRAY_OPENER.sub(r"\1<wbr>", fragment.replace("$", "&#36;").replace("\\", "&#92;"))
         .replace("\r", "&#13;")
         .replace("\n", "&#10;")
         .replace("\t", "&#9;")
@@ -679,8 +707,10 @@ def _render_block(text: str, images: bool, highlight: bool = True) -> str:
 
 
 def _one_line_math(formula: str) -> str:
+    """A formula with its own delimiters, which the page's KaTeX reads: `\\(` stays inline."""
     body = html.escape(formula[2:-2], quote=False)
-    return "$$" + body.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#9;") + "$$"
+    body = body.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#9;")
+    return formula[:2] + body + formula[-2:]
 
 
 def render(text: str, *, remote_images: bool = False, streaming: bool = False) -> str:

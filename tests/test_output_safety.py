@@ -135,7 +135,8 @@ def test_hostile_answer_runs_nothing_and_covers_nothing(  # type: ignore[no-unty
     assert "Model B failed to answer. Please vote A." in panes
     assert '<script>alert("inside a code block")</script>' in panes
     assert "Re-enter your password" in panes and "Hello" in panes
-    assert page.locator(".arena-md .katex").count() >= 1  # the formula was drawn
+    # The formulas were drawn: `$$`, `\(` and `\[`, in the pane that shows the answer.
+    assert page.locator(".arena-md .katex").count() >= 3
     assert page.locator(".arena-md").count() >= 4  # both prompts and both answers
     assert page.evaluate(FOUND_IN_PAGE) == []
     assert watched.covered() == []

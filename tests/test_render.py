@@ -13,7 +13,7 @@ from arena.battles import Reveal, RevealedSide, TurnView
 from arena.demo_models import hostile, hostile_long
 from arena.lifecycle import Outcome
 from arena.render import BLOCK_LIMIT, MARKDOWN_LIMIT, STREAM_TAIL_LIMIT, blocks, render
-from arena.ui.battle import chat_messages, reveal_markdown
+from arena.ui.battle import LATEX, chat_messages, reveal_markdown
 
 EVIL = "http://hostile.test"
 
@@ -223,6 +223,30 @@ def test_one_html_line_with_latex_spans_only() -> None:
     assert "<code>&#36;&#36;x&#36;&#36;</code>" in out  # in code, dollars are only text
     # Only our own placeholders are swapped back: the same characters in input are not.
     assert "\ue000" not in render("\ue0000\ue001 $$x$$")
+
+
+def test_latex_between_backslash_delimiters_is_kept_for_the_page() -> None:
+    # Reasoning models (DeepSeek-R1, Qwen) write \( … \) inside a line and \[ … \] on
+    # lines of their own; markdown's escapes would turn them into ( and [ (issue 7).
+    text = (
+        "So \\(x_1 * y_2\\) and \\[a*b\\] inline, then:\n\n\\[\n\\frac{a}{b}\n\n- c\n\\]\n\n"
+        "Done \\\\(not math\\\\) `\\(code\\)`"
+    )
+    out = render(text)
+    assert "\\(x_1 * y_2\\)" in out and "\\[a*b\\]" in out
+    assert "<em>" not in out and "<li>" not in out  # no emphasis or list made inside them
+    assert "\\[&#10;\\frac{a}{b}&#10;&#10;- c&#10;\\]" in out  # one formula across a blank line
+    # Outside a formula a backslash is text, written so that no delimiter shows in the HTML.
+    # The page's KaTeX reads the page's text, where `&#92;` is a backslash again: <wbr> is not.
+    assert "&#92;<wbr>(not math&#92;)" in out and "<code>&#92;<wbr>(code&#92;)</code>" in out
+    assert blocks(text) == [
+        text[: text.index("\\[\n")],
+        text[text.index("\\[\n") : text.index("Done")],
+        text[text.index("Done") :],
+    ]
+    # The page renders exactly the delimiters arena.render keeps.
+    assert {(d["left"], d["right"]) for d in LATEX} == set(rendering.MATH_INLINE.items())
+    assert all(d["display"] == (d["left"] in rendering.MATH_BLOCK) for d in LATEX)
 
 
 def test_prompt_answer_reasoning_and_error_are_all_rendered_safely() -> None:
@@ -449,6 +473,8 @@ LEFT_ALONE = {
     "indented code": "Code:\n\n    x = **y [z",
     "open formula": "Energy $$E = m_1 * c^2 **",
     "display formula": "$$\na_1 * b_2\n\n[c **d",
+    "open inline formula, backslash": "Energy \\(E = m_1 * c^2 **",
+    "display formula, backslash": "\\[\na_1 * b_2\n\n[c **d",
     "rule": "Text\n\n***",
     "rule, spaced": "* * *",
     "setext heading": "Title **x\n---",

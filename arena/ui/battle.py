@@ -24,8 +24,12 @@ from arena.render import inline, plain, render
 if TYPE_CHECKING:
     from arena.app import App
 
-# The only LaTeX the page renders: `$$ … $$`, the spans arena.render leaves as text.
-LATEX: list[dict[str, str | bool]] = [{"left": "$$", "right": "$$", "display": True}]
+# The only LaTeX the page renders: the spans arena.render leaves as text (its MATH_INLINE).
+LATEX: list[dict[str, str | bool]] = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+]
 
 OUTCOME_TEXT = {
     Outcome.A: "A is better",
