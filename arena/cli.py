@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from arena.config import Settings, load_config
+from arena.config import ModelEntry, Settings, load_config
 from arena.errors import ApiParameterError, ArenaError
 
 log = logging.getLogger("arena")
@@ -242,8 +242,33 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     config = load_config(settings.config_path)
     print(f"{config.source}: OK, {len(config.models)} models")
     for m in config.models:
-        flags = " (unreleased)" if m.unreleased else ""
-        print(f"  {m.name}{flags}: weight {m.weight:g}, {len(m.endpoints)} endpoint(s)")
+        print(f"  {_entry_summary(m)}")
+
+
+def _entry_summary(m: ModelEntry) -> str:
+    """One registry entry on one line: what makes it a contestant of its own (issue 7)."""
+    flags = "".join(
+        f" ({x})" for x, on in (("unreleased", m.unreleased), ("retired", m.retired)) if on
+    )
+    parts = [f"weight {m.weight:g}", f"{len(m.endpoints)} endpoint(s)"]
+    if m.api != "openai":
+        parts.append(f"api {m.api}")
+    if m.family != m.name:
+        parts.append(f"family {m.family}")
+    if m.params:
+        parts.append(", ".join(f"{k}={v!r}" for k, v in sorted(m.params.items())))
+    if m.thinking_budget is not None:
+        parts.append(f"thinking budget {m.thinking_budget} as {m.thinking_budget_field}")
+    if (s := m.strategy) is not None:
+        how = f"{s.kind} of {s.n}"
+        if s.temperature is not None:
+            how += f" at temperature {s.temperature:g}"
+        if s.kind == "process_reward":
+            how += f", {s.aggregate} of step scores"
+        if s.reward is not None:
+            how += f", reward model {s.reward.model} ({s.reward.api})"
+        parts.append(how)
+    return f"{m.name}{flags}: " + "; ".join(parts)
 
 
 def _engine_and_config() -> tuple[Any, Any]:

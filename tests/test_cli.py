@@ -237,6 +237,26 @@ def test_head_takes_the_first_line(tmp_path: Path) -> None:
     assert result.stderr == "" and result.returncode == 0
 
 
+def test_check_config_says_what_makes_each_variant_a_contestant() -> None:
+    # Variants of the same weights differ only in params, budgets and strategies (issue 7).
+    env = {**os.environ, "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml")}
+    result = subprocess.run(
+        [sys.executable, "-m", "arena", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = {line.split(":")[0].strip(): line for line in result.stdout.splitlines()[1:]}
+    assert "family" not in lines["demo-math"]  # its own family: nothing to say
+    assert "reasoning_effort='high'" in lines["demo-math-high-effort"]
+    assert "family demo-math" in lines["demo-math-high-effort"]
+    assert "best_of_n of 8, reward model reward (classify)" in lines["demo-math-best-of-8"]
+    assert "product of step scores, reward model prm" in lines["demo-math-prm-8"]
+    assert "self_consistency of 8" in lines["demo-math-self-consistency-8"]
+
+
 # -- 3. `arena db upgrade` says what it did ------------------------------------------------------
 
 
