@@ -22,11 +22,14 @@ from arena.config import (
     ModelEntry,
     Registry,
     RewardEndpoint,
+    Secret,
     Timeouts,
 )
 from arena.errors import EndpointError, NotEnoughModels
 from arena.providers.anthropic import AnthropicProvider
+from arena.providers.anthropic import auth_headers as anthropic_auth_headers
 from arena.providers.base import ChatRequest, Chunk, Provider
+from arena.providers.http import bearer
 from arena.providers.openai import OpenAIProvider
 from arena.providers.pool import EndpointPool, Replica, watch_health
 from arena.providers.reward import RewardClient, server_root
@@ -37,14 +40,12 @@ Adapter = Callable[..., Provider]
 ADAPTERS: Mapping[Api, Adapter] = {"openai": OpenAIProvider, "anthropic": AnthropicProvider}
 
 
-def _auth_headers(api: Api, endpoint: Endpoint) -> dict[str, str]:
-    """Headers of a health check, so that hosted APIs that want a key answer it."""
-    if endpoint.api_key is None:
-        return {}
-    key = endpoint.api_key.reveal()
-    if api == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    return {"Authorization": f"Bearer {key}"}
+# Each API's credential headers, which health checks send too: hosted APIs that want a key
+# answer a check only with it.
+AUTH_HEADERS: Mapping[Api, Callable[[Secret | None], dict[str, str]]] = {
+    "openai": bearer,
+    "anthropic": anthropic_auth_headers,
+}
 
 
 def request_params(entry: ModelEntry) -> dict[str, Any]:
@@ -177,7 +178,9 @@ class Router:
         ):
             return old
         provider = adapter(self.client, endpoint, timeouts, think_tags=entry.think_tags)
-        replica = Replica(endpoint, provider, cap, health, _auth_headers(entry.api, endpoint))
+        replica = Replica(
+            endpoint, provider, cap, health, AUTH_HEADERS[entry.api](endpoint.api_key)
+        )
         if old is not None:  # the server is the same: its health and its load carry over
             replica.healthy, replica.failures = old.healthy, old.failures
             replica.next_check, replica.slots = old.next_check, old.slots
@@ -192,10 +195,9 @@ class Router:
         old = self._replicas.get(key)
         if old is not None and old.health_url == health:
             return old
-        headers = {"Authorization": f"Bearer {reward.api_key.reveal()}"} if reward.api_key else {}
         endpoint = Endpoint(reward.base_url, reward.model)
         cap = self.config.routing.max_concurrent
-        replica = Replica(endpoint, _HealthOnly(), cap, health, headers)
+        replica = Replica(endpoint, _HealthOnly(), cap, health, bearer(reward.api_key))
         self._replicas[key] = replica
         return replica
 

@@ -325,6 +325,48 @@ async def test_a_health_check_that_cannot_even_send_marks_down() -> None:
     assert not r.healthy
 
 
+async def test_health_checks_carry_each_apis_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A hosted API answers a check only with its key; the reward model is OpenAI-style.
+    seen: dict[str, dict[str, str]] = {}
+
+    async def models(request: Request) -> Response:
+        seen[request.url.path] = dict(request.headers)
+        return Response("{}", media_type="application/json")
+
+    app = Starlette(routes=[Route(f"/{name}/v1/models", models) for name in "oar"])
+    for name in ("OPENAI_KEY", "ANTHROPIC_KEY", "REWARD_KEY"):
+        monkeypatch.setenv(name, name.lower())
+    strategy = {
+        "kind": "best_of_n",
+        "n": 2,
+        "reward": {"base_url": "http://s/r", "model": "rm", "api_key_env": "REWARD_KEY"},
+    }
+    config = parse_config(
+        {
+            "models": [
+                {"name": "o", "endpoints": [replica("http://s/o", api_key_env="OPENAI_KEY")]},
+                {
+                    "name": "a",
+                    "api": "anthropic",
+                    "endpoints": [replica("http://s/a", api_key_env="ANTHROPIC_KEY")],
+                    "strategy": strategy,
+                },
+            ]
+        }
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as client:
+        router = Router(config, client)
+        for r in router.replicas():
+            await check(client, r, config.routing)
+    assert seen["/o/v1/models"]["authorization"] == "Bearer openai_key"
+    assert seen["/a/v1/models"]["x-api-key"] == "anthropic_key"
+    assert seen["/a/v1/models"]["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in seen["/a/v1/models"]
+    assert seen["/r/v1/models"]["authorization"] == "Bearer reward_key"
+
+
 async def test_a_strategy_whose_reward_model_is_down_is_not_drawn(demo_url: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     strategy = {"kind": "best_of_n", "n": 2, "reward": {"base_url": dead, "model": "reward"}}

@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from arena.config import Endpoint, ThinkTags, Timeouts
+from arena.config import Endpoint, Secret, ThinkTags, Timeouts
 from arena.errors import EndpointError
 from arena.providers.base import ChatRequest, Chunk, Usage
 from arena.providers.http import TokenClock, cut_off, decode, open_stream, said
@@ -48,6 +48,16 @@ from arena.providers.http import TokenClock, cut_off, decode, open_stream, said
 log = logging.getLogger(__name__)
 
 API_VERSION = "2023-06-01"
+
+
+def auth_headers(key: Secret | None) -> dict[str, str]:
+    """The Messages API's credential and version headers: for requests and health checks."""
+    headers = {"anthropic-version": API_VERSION}
+    if key is not None:
+        headers["x-api-key"] = key.reveal()
+    return headers
+
+
 DEFAULT_MAX_TOKENS = 4096
 FINISH_REASON_WIDTH = 32  # the column's width
 
@@ -257,14 +267,11 @@ class AnthropicProvider:
         self.think_tags = think_tags  # unused: thinking comes in blocks of its own
 
     def _headers(self) -> dict[str, str]:
-        headers = {
+        return {
             "accept": "text/event-stream",
             "content-type": "application/json",
-            "anthropic-version": API_VERSION,
+            **auth_headers(self.endpoint.api_key),
         }
-        if self.endpoint.api_key is not None:
-            headers["x-api-key"] = self.endpoint.api_key.reveal()
-        return headers
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         clock = TokenClock(self.timeouts)

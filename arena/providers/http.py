@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from arena.config import Endpoint, Timeouts
+from arena.config import Endpoint, Secret, Timeouts
 from arena.errors import (
     ConnectError,
     EndpointError,
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DETAIL_LIMIT = 2000  # characters of a server's own error text kept for the operator
+
+
+def bearer(key: Secret | None) -> dict[str, str]:
+    """The credential header of OpenAI-compatible servers (vLLM's `--api-key` too): used by
+    requests, reward-model calls and health checks alike."""
+    return {} if key is None else {"Authorization": f"Bearer {key.reveal()}"}
 
 
 def status_message(status: int) -> str:

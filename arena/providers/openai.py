@@ -15,7 +15,15 @@ import httpx
 from arena.config import Endpoint, ThinkTags, Timeouts
 from arena.errors import EndpointError
 from arena.providers.base import ChatRequest, Chunk, Usage
-from arena.providers.http import DETAIL_LIMIT, TokenClock, cut_off, decode, open_stream, said
+from arena.providers.http import (
+    DETAIL_LIMIT,
+    TokenClock,
+    bearer,
+    cut_off,
+    decode,
+    open_stream,
+    said,
+)
 from arena.providers.think import ThinkSplitter
 
 __all__ = ["DETAIL_LIMIT", "OpenAIProvider", "parse_event"]
@@ -84,10 +92,7 @@ class OpenAIProvider:
         self.think_tags = think_tags
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream"}
-        if self.endpoint.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.endpoint.api_key.reveal()}"
-        return headers
+        return {"Accept": "text/event-stream", **bearer(self.endpoint.api_key)}
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         return {

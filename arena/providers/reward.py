@@ -70,7 +70,7 @@ from arena.answer_style import estimate_tokens
 from arena.config import RewardEndpoint
 from arena.errors import ConnectError, EndpointError, TotalTimeout
 from arena.providers.base import ChatMessage
-from arena.providers.http import body_text, error_body
+from arena.providers.http import bearer, body_text, error_body
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,7 @@ class RewardClient:
         return tokens
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self.endpoint.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.endpoint.api_key.reveal()}"
-        return headers
+        return {"Accept": "application/json", **bearer(self.endpoint.api_key)}
 
     async def _post(self, path: str, chat: Sequence[ChatMessage]) -> Any:
         """POST the conversation to `path` at the server root; the decoded JSON reply."""
