@@ -335,11 +335,18 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         """`changed=False`: only the chats moved; everything else is skipped, because
         Gradio rebuilds a component's config for every update it is sent."""
         if not changed:
-            skip = gr.skip()
+            # Plain values where a component takes one: Gradio builds a new component for
+            # every update dict, gr.skip() included (about 1.5 ms each, issue 10). They
+            # repeat what the last full render set; the vote row has no value.
             return (
                 chat_messages(view.a, remote_images=images),
                 chat_messages(view.b, remote_images=images),
-                *[skip] * 6,
+                "",  # the prompt box: emptied and locked while both answer
+                "Send",
+                gr.skip(),
+                _status(view, notice),
+                "",  # the reveal: hidden until the vote
+                gr.skip(),  # a State's skip costs nothing
             )
         can_type = view.state is BattleState.AWAITING_VOTE and view.turns_left > 0
         return (
