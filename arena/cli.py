@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from arena.config import ModelEntry, Settings, load_config
+from arena.config import DEMO_CONFIG, ModelEntry, Settings, load_config
 from arena.errors import ApiParameterError, ArenaError
 
 log = logging.getLogger("arena")
@@ -200,6 +200,9 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     with _stop_signals():
         settings = Settings.from_env()
         load_config(settings.config_path)  # fail before starting anything
+        # With the shipped demo registry, its models are started too, as `arena run` does:
+        # trying a cluster needs nothing else (docs/deploy.md).
+        demo = settings.config_path == DEMO_CONFIG
         if settings.database_url.startswith("sqlite"):
             log.warning("several processes on SQLite work, but PostgreSQL is the deployment path")
         if settings.redis_url is None:
@@ -207,7 +210,12 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         before, after = db.upgrade(settings.database_url)
         if before != after:
             print(_upgraded(settings.database_url, before, after), flush=True)
-        cluster.run(args.processes, args.port, args.first_port)
+        child = _start_demo(DEMO_PORT) if demo else None
+        try:
+            cluster.run(args.processes, args.port, args.first_port)
+        finally:
+            if child is not None:
+                _stop_child(child)
 
 
 def cmd_db(args: argparse.Namespace) -> None:

@@ -322,6 +322,26 @@ def _event(client: httpx.Client, url: str, api_name: str, data: list[Any], sessi
     return last
 
 
+def test_a_vote_that_reaches_another_process_says_to_reload(pair: Pair) -> None:
+    # Its process died, or the balancer moved the voter: the page's session is gone, while the
+    # battle waits in the database for the reload (issue 10, docs/deploy.md).
+    with httpx.Client(timeout=60) as client:
+        session = "moved-session-1"
+        asked = _event(client, pair.one.url, "ask", ["A question before the move", None], session)
+        assert asked["success"], asked
+        voted = _event(client, pair.two.url, "vote_a", [None], session)
+        assert not voted["success"] and "Reload the page" in json.dumps(voted), voted
+        again = _event(client, pair.two.url, "vote_a", [None], "moved-session-2")
+    assert "Reload the page" in json.dumps(again)  # the same on any page without a battle
+    engine = sa.create_engine(pair.database_url)
+    with engine.connect() as conn:
+        status = conn.scalar(
+            sa.select(db.battles.c.status).order_by(db.battles.c.created_at.desc()).limit(1)
+        )
+    engine.dispose()
+    assert status == "awaiting_vote"  # nothing was voted on the voter's behalf
+
+
 def test_a_script_that_keeps_cookies_can_vote_on_its_first_battle(pair: Pair) -> None:
     # Review of issue 8: the first event set a cookie, so the vote came from another voter id.
     with httpx.Client(timeout=60) as client:  # keeps the cookies it is given, as scripts do

@@ -114,6 +114,10 @@ def _thinking(
 
 
 ALREADY_VOTED = "This battle already had your vote, from another tab."
+SESSION_LOST = (
+    "The server lost track of this page (it restarted, or another one took over). "
+    "Reload the page: your battle comes back, and you can vote on it."
+)
 CLOSED_ELSEWHERE = (
     "This battle was closed while it was being answered (in another tab, or by the server). "
     "Type a prompt to start a new one."
@@ -447,7 +451,9 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     def voter_for(outcome: Outcome) -> Any:
         async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
             if not current.battle_id or current.view is None:
-                raise gr.Error("There is no battle to vote on yet.", print_exception=False)
+                # The vote row shows only with a battle: the page's session is gone, because
+                # its process died or the balancer moved the voter (docs/deploy.md, issue 10).
+                raise gr.Error(SESSION_LOST, print_exception=False)
             voter = voter_of(app.identity, request)
             seen = len(current.view.a)
             try:
