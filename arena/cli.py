@@ -26,6 +26,10 @@ log = logging.getLogger("arena")
 
 DEMO_HOST = "127.0.0.1"
 DEMO_PORT = 8765
+# How long `arena serve` keeps an idle connection open: longer than a balancer's own idle
+# timeout for its connections to the arena (deploy/nginx/arena.conf, 30 s), so that the
+# balancer closes first and never sends a request down a connection being closed.
+KEEP_ALIVE_SECONDS = 75
 
 
 # Each stops `arena serve` and `arena run` the same way: uvicorn shuts down, then every
@@ -92,6 +96,7 @@ def _serve(args: argparse.Namespace) -> None:
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Arena reads X-Forwarded-For itself, and only from `[security] trusted_proxies`
         # (arena.identity); uvicorn's default would believe it from 127.0.0.1 unasked.
         proxy_headers=False,

@@ -50,6 +50,7 @@ import httpx
 import sqlalchemy as sa
 
 from arena import db
+from arena.cli import KEEP_ALIVE_SECONDS
 from arena.cluster import SITE
 from arena.config import NO_LIMITS
 
@@ -111,7 +112,12 @@ def _serve(kind: str, params: dict[str, Any], ports: Any) -> None:
     sock.bind(("127.0.0.1", 0))
     ports.put(sock.getsockname()[1])
     # As `arena serve` runs it (h11 and asyncio: uvloop and httptools are not installed).
-    uv_config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+    uv_config = uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS if kind != "demo" else 5,  # 5: uvicorn's default
+    )
     uvicorn.Server(uv_config).run(sockets=[sock])
 
 

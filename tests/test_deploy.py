@@ -5,6 +5,7 @@ deploy/nginx/arena.conf (issue 10, §2). Skips where nginx is not installed (Deb
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from gradio_client import Client
 
 from arena import db
+from arena.cli import KEEP_ALIVE_SECONDS
 from arena.cluster import SITE, find_nginx, site_config
 from arena.lifecycle import BattleState
 from tests.servers import demo_config_data, free_port, write_config
@@ -42,6 +44,15 @@ def test_site_config_keeps_the_shipped_file_but_its_ports() -> None:
     # Everything else is the shipped file: the sticky hash, streaming, forwarded address.
     for line in ("hash $arena_affinity consistent;", "proxy_buffering off;", "$remote_addr;"):
         assert line in out
+
+
+def test_the_balancer_closes_idle_connections_before_the_arena_does() -> None:
+    # Otherwise nginx sends a request down a connection the arena is closing, gets a reset,
+    # and with max_fails=1 counts the process as dead; two resets, and a burst of voters got
+    # "no live upstreams" (bench.battles --replicas 2 --voters 500, issue 10).
+    found = re.search(r"^\s*keepalive_timeout (\d+)s;", SITE.read_text(), re.MULTILINE)
+    assert found is not None
+    assert int(found.group(1)) < KEEP_ALIVE_SECONDS
 
 
 @dataclass
