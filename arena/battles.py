@@ -738,6 +738,15 @@ class BattleService:
         together = self.config.reveal == "together"
         return battle.status, _stored_view(battle, rows, battle.status, turns_left, together), None
 
+    async def has_open_battle(self, voter: Voter) -> bool:
+        """Is the voter's newest battle still open (answering, or waiting for the vote)? A vote
+        from a page that holds no battle then means the page lost its session: its process
+        died, or the balancer moved the voter (issue 10)."""
+        since = datetime.now(UTC) - timedelta(minutes=self.config.abandon_after_minutes)
+        battle = await asyncio.to_thread(self.store.latest_battle, voter.id, since)
+        open_states = (BattleState.ANSWERING, BattleState.AWAITING_VOTE)
+        return battle is not None and battle.status in open_states
+
     async def resume(self, voter: Voter) -> Resumed | None:
         """The voter's unvoted battle, for a page that was reloaded or closed and opened again.
         A battle still answering (its stream belongs to the closed page, which may or may not

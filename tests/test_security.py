@@ -326,13 +326,18 @@ def test_a_vote_that_reaches_another_process_says_to_reload(pair: Pair) -> None:
     # Its process died, or the balancer moved the voter: the page's session is gone, while the
     # battle waits in the database for the reload (issue 10, docs/deploy.md).
     with httpx.Client(timeout=60) as client:
+        client.get(pair.one.url + "/")  # the voter cookie, as a browser gets it with the page
         session = "moved-session-1"
         asked = _event(client, pair.one.url, "ask", ["A question before the move", None], session)
         assert asked["success"], asked
         voted = _event(client, pair.two.url, "vote_a", [None], session)
         assert not voted["success"] and "Reload the page" in json.dumps(voted), voted
         again = _event(client, pair.two.url, "vote_a", [None], "moved-session-2")
-    assert "Reload the page" in json.dumps(again)  # the same on any page without a battle
+    assert "Reload the page" in json.dumps(again)  # the same on any page of this voter
+    with httpx.Client(timeout=60) as stranger:  # another voter, with no battle open
+        stranger.get(pair.two.url + "/")
+        theirs = _event(stranger, pair.two.url, "vote_a", [None], "moved-session-3")
+    assert "There is no battle to vote on yet." in json.dumps(theirs)
     engine = sa.create_engine(pair.database_url)
     with engine.connect() as conn:
         status = conn.scalar(

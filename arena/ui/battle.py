@@ -450,11 +450,13 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
 
     def voter_for(outcome: Outcome) -> Any:
         async def vote(current: Session, request: gr.Request) -> tuple[Any, ...]:
-            if not current.battle_id or current.view is None:
-                # The vote row shows only with a battle: the page's session is gone, because
-                # its process died or the balancer moved the voter (docs/deploy.md, issue 10).
-                raise gr.Error(SESSION_LOST, print_exception=False)
             voter = voter_of(app.identity, request)
+            if not current.battle_id or current.view is None:
+                # With a battle of the voter's still open, the page's session is gone: its
+                # process died or the balancer moved the voter (docs/deploy.md, issue 10).
+                lost = await battles.has_open_battle(voter)
+                why = SESSION_LOST if lost else "There is no battle to vote on yet."
+                raise gr.Error(why, print_exception=False)
             seen = len(current.view.a)
             try:
                 result = await battles.vote(current.battle_id, voter, outcome, seen_turns=seen)
