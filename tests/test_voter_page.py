@@ -244,6 +244,23 @@ def test_a_follow_up_typed_straight_away_goes_into_the_box(  # type: ignore[no-u
     assert [o for _, o in outcomes(sqlite_url)] == ["b"]
 
 
+def test_two_vote_keys_in_quick_succession_record_the_first(  # type: ignore[no-untyped-def]
+    arena_server, demo_url: str, sqlite_url: str, browser
+) -> None:
+    # Both presses used to reach the server as two events, and whichever finished first was
+    # stored; the page then said the battle had a vote "from another tab".
+    url, _ = arena_server(demo_config_data(demo_url, TWO))
+    page = new_page(browser)
+    battle_to_vote(page, url)
+    page.keyboard.press("Escape")  # out of the prompt box
+    page.keyboard.press("1")
+    page.keyboard.press("2")
+    page.locator("#reveal").get_by_text("Your vote: A is better").wait_for(timeout=20_000)
+    page.wait_for_timeout(500)  # time for a second event to be refused, had it been sent
+    assert [o for _, o in outcomes(sqlite_url)] == ["a"]
+    assert page.get_by_text("from another tab").count() == 0
+
+
 def test_a_stale_tab_shows_the_battle_as_it_stands(  # type: ignore[no-untyped-def]
     arena_server, demo_url: str, sqlite_url: str, browser
 ) -> None:

@@ -73,6 +73,21 @@
     }, true);
   }
 
+  // One vote per press: a second vote (key or click) within two seconds of the first is
+  // dropped here, so the vote stored is the first the voter gave, not whichever of two events
+  // the server happened to finish first (it would refuse the second one anyway).
+  let lastVote = -Infinity;
+  document.addEventListener("click", (event) => {
+    if (!(event.target instanceof Element) || !event.target.closest("#vote-row button")) return;
+    const now = performance.now();
+    if (now - lastVote < 2000) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      return;
+    }
+    lastVote = now;
+  }, true);
+
   document.addEventListener("click", (event) => {
     if (!(event.target instanceof Element) || !event.target.closest("#send")) return;
     const textarea = document.querySelector("#prompt textarea");
