@@ -207,7 +207,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
         load_config(settings.config_path)  # fail before starting anything
         # With the shipped demo registry, its models are started too, as `arena run` does:
         # trying a cluster needs nothing else (docs/deploy.md).
-        demo = settings.config_path == DEMO_CONFIG
+        demo = settings.config_path.resolve() == DEMO_CONFIG.resolve()
         if settings.database_url.startswith("sqlite"):
             log.warning("several processes on SQLite work, but PostgreSQL is the deployment path")
         if settings.redis_url is None:

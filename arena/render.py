@@ -385,8 +385,13 @@ def blocks(text: str) -> list[str]:
             marker = m.group(1)
             if not (marker[0] == "`" and "`" in m.group(2)):
                 fence = marker
-        else:
-            math_closer = _opens_math(stripped)
+        elif closer := _opens_math(stripped):
+            # A formula holds blocks together if it is closed further on, or may still be
+            # arriving; `\[sic]` alone on a line must not make a long rest of the answer one
+            # block, shown as plain text past BLOCK_LIMIT (review of issue 7).
+            rest = text[pos + len(line) :]
+            if closer in rest or len(rest) <= STREAM_TAIL_LIMIT:
+                math_closer = closer
         blank_before = not stripped
         pos += len(line)
     out.append(text[start:])
@@ -645,21 +650,26 @@ def _finish_inline(block: str) -> str:
 # -- output -------------------------------------------------------------------------------------
 
 
-# A backslash and bracket that are text: the page's KaTeX reads the text of the page, where
-# `&#92;(` is `\(` again, so an empty <wbr> keeps the two apart.
-_STRAY_OPENER = re.compile(r"(&#92;)(?=[(\[])")
+# Delimiters that are text: the page's KaTeX reads the page's text, where `&#92;(` is `\(`
+# and `&#36;&#36;` is `$$` again, so an empty <wbr> keeps the two characters apart. Only in
+# text: a tag (whose quoted attributes may hold anything) is matched first and kept whole.
+_STRAY_DELIMITER = re.compile(
+    r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)|(&#92;)(?=[(\[])|(&#36;)(?=&#36;)"""
+)
+
+
+def _split_delimiter(match: re.Match[str]) -> str:
+    return match.group(1) or match.group(0) + "<wbr>"
 
 
 def _one_line(fragment: str) -> str:
     """No raw newline, tab, dollar sign or backslash: Gradio's markdown step keeps one HTML line
-    whole, its inspect.cleandoc has no tabs to expand, and its LaTeX step finds no stray `$$`,
-    `\\(` or `\\[` outside the formulas put back after this."""
-    return (
-        _STRAY_OPENER.sub(r"\1<wbr>", fragment.replace("$", "&#36;").replace("\\", "&#92;"))
-        .replace("\r", "&#13;")
-        .replace("\n", "&#10;")
-        .replace("\t", "&#9;")
-    )
+    whole, its inspect.cleandoc has no tabs to expand, and neither its LaTeX step nor KaTeX
+    finds a stray `$$`, `\\(` or `\\[` outside the formulas put back after this."""
+    text = fragment.replace("$", "&#36;").replace("\\", "&#92;")
+    if "&#92;" in text or "&#36;&#36;" in text:
+        text = _STRAY_DELIMITER.sub(_split_delimiter, text)
+    return text.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def is_code(block: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.cookiejar
 import json
 import os
 import random
@@ -338,6 +339,16 @@ def test_a_vote_that_reaches_another_process_says_to_reload(pair: Pair) -> None:
         stranger.get(pair.two.url + "/")
         theirs = _event(stranger, pair.two.url, "vote_a", [None], "moved-session-3")
     assert "There is no battle to vote on yet." in json.dumps(theirs)
+    # A browser that keeps no cookies is known by its page session alone: no reload finds
+    # its battle, so it is told to start again.
+    refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+    jar = http.cookiejar.CookieJar(refuse_all)
+    with httpx.Client(timeout=60, cookies=jar) as cookieless:
+        session = "moved-session-4"
+        asked = _event(cookieless, pair.one.url, "ask", ["Asked with no cookie", None], session)
+        assert asked["success"], asked
+        voted = _event(cookieless, pair.two.url, "vote_a", [None], session)
+    assert "without cookies" in json.dumps(voted)
     engine = sa.create_engine(pair.database_url)
     with engine.connect() as conn:
         status = conn.scalar(

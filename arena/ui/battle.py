@@ -118,6 +118,10 @@ SESSION_LOST = (
     "The server lost track of this page (it restarted, or another one took over). "
     "Reload the page: your battle comes back, and you can vote on it."
 )
+SESSION_LOST_NO_COOKIE = (
+    "The server lost track of this page (it restarted, or another one took over), and without "
+    "cookies your battle cannot come back. Press New battle to start again."
+)
 CLOSED_ELSEWHERE = (
     "This battle was closed while it was being answered (in another tab, or by the server). "
     "Type a prompt to start a new one."
@@ -341,11 +345,13 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         if not changed:
             # Plain values where a component takes one: Gradio builds a new component for
             # every update dict, gr.skip() included (about 1.5 ms each, issue 10). They
-            # repeat what the last full render set; the vote row has no value.
+            # repeat what the last full render set. Skipped: the vote row, which has no
+            # value, and the prompt box, which an update landing late (after New battle)
+            # must not empty while the voter types.
             return (
                 chat_messages(view.a, remote_images=images),
                 chat_messages(view.b, remote_images=images),
-                "",  # the prompt box: emptied and locked while both answer
+                gr.skip(),
                 "Send",
                 gr.skip(),
                 _status(view, notice),
@@ -454,8 +460,11 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
             if not current.battle_id or current.view is None:
                 # With a battle of the voter's still open, the page's session is gone: its
                 # process died or the balancer moved the voter (docs/deploy.md, issue 10).
-                lost = await battles.has_open_battle(voter)
-                why = SESSION_LOST if lost else "There is no battle to vote on yet."
+                why = "There is no battle to vote on yet."
+                if await battles.has_open_battle(voter):
+                    # Without a cookie a reload cannot find the battle (issue 9): start again.
+                    cookieless = voter.id.startswith(SESSION_VOTER)
+                    why = SESSION_LOST_NO_COOKIE if cookieless else SESSION_LOST
                 raise gr.Error(why, print_exception=False)
             seen = len(current.view.a)
             try:
