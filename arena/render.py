@@ -652,23 +652,31 @@ def _finish_inline(block: str) -> str:
 
 # Delimiters that are text: the page's KaTeX reads the page's text, where `&#92;(` is `\(`
 # and `&#36;&#36;` is `$$` again, so an empty <wbr> keeps the two characters apart. Only in
-# text: a tag (whose quoted attributes may hold anything) is matched first and kept whole.
-_STRAY_DELIMITER = re.compile(
-    r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)|(&#92;)(?=[(\[])|(&#36;)(?=&#36;)"""
-)
+# text, never inside a tag (whose quoted attributes may hold anything): the tag around a hit,
+# if any, is matched from the nearest `<` before it, so the cost is per hit, not per tag.
+_STRAY_DELIMITER = re.compile(r"&#92;(?=[(\[])|&#36;(?=&#36;)")
+_TAG = re.compile(r"""<[^>"']*(?:(?:"[^"]*"|'[^']*')[^>"']*)*>""")
 
 
-def _split_delimiter(match: re.Match[str]) -> str:
-    return match.group(1) or match.group(0) + "<wbr>"
+def _split_stray_delimiters(text: str) -> str:
+    out: list[str] = []
+    last = 0
+    for hit in _STRAY_DELIMITER.finditer(text):
+        at = hit.end()
+        opening = text.rfind("<", 0, at)
+        tag = _TAG.match(text, opening) if opening >= 0 else None
+        if tag is not None and tag.end() > at:
+            continue  # inside an attribute
+        out += (text[last:at], "<wbr>")
+        last = at
+    return "".join(out) + text[last:] if out else text
 
 
 def _one_line(fragment: str) -> str:
     """No raw newline, tab, dollar sign or backslash: Gradio's markdown step keeps one HTML line
     whole, its inspect.cleandoc has no tabs to expand, and neither its LaTeX step nor KaTeX
     finds a stray `$$`, `\\(` or `\\[` outside the formulas put back after this."""
-    text = fragment.replace("$", "&#36;").replace("\\", "&#92;")
-    if "&#92;" in text or "&#36;&#36;" in text:
-        text = _STRAY_DELIMITER.sub(_split_delimiter, text)
+    text = _split_stray_delimiters(fragment.replace("$", "&#36;").replace("\\", "&#92;"))
     return text.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 

@@ -236,8 +236,12 @@ async def read_direct(client: httpx.AsyncClient, url: str, body: dict[str, Any])
     return s
 
 
-async def read_provider(provider: Provider, request: ChatRequest) -> Stream:
-    s = Stream(start=time.perf_counter())
+async def read_provider(
+    provider: Provider, request: ChatRequest, s: Stream | None = None
+) -> Stream:
+    """Read one answer through `provider` into `s` (a new Stream if none: the kill run passes
+    its own, to see it while it streams)."""
+    s = s or Stream(start=time.perf_counter())
     try:
         async for chunk in provider.stream_chat(request):
             if chunk.endpoint:
@@ -492,20 +496,7 @@ async def kill_run(
             async def track(s_id: int) -> None:
                 s = Stream(start=time.perf_counter())
                 live[s_id] = s
-                try:
-                    async for chunk in provider.stream_chat(request):
-                        if chunk.endpoint:
-                            s.endpoints.append(chunk.endpoint)
-                        if chunk.content or chunk.reasoning:
-                            now = time.perf_counter()
-                            s.first = s.first or now
-                            s.last = now
-                            s.tokens += 1
-                        if chunk.finish_reason:
-                            s.finished = True
-                except Exception as err:
-                    s.error = type(err).__name__
-                s.end = time.perf_counter()
+                await read_provider(provider, request, s)
                 del live[s_id]
                 streams.append(s)
 

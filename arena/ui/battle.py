@@ -19,16 +19,16 @@ from arena.config import ArenaConfig
 from arena.errors import ArenaError
 from arena.identity import SESSION_VOTER, Identity, Voter
 from arena.lifecycle import BattleState, Outcome
-from arena.render import inline, plain, render
+from arena.render import MATH_BLOCK, MATH_INLINE, inline, plain, render
 
 if TYPE_CHECKING:
     from arena.app import App
 
-# The only LaTeX the page renders: the spans arena.render leaves as text (its MATH_INLINE).
+# The only LaTeX the page renders: the spans arena.render leaves as text, displayed where
+# they may stand on lines of their own.
 LATEX: list[dict[str, str | bool]] = [
-    {"left": "$$", "right": "$$", "display": True},
-    {"left": "\\[", "right": "\\]", "display": True},
-    {"left": "\\(", "right": "\\)", "display": False},
+    {"left": left, "right": right, "display": left in MATH_BLOCK}
+    for left, right in MATH_INLINE.items()
 ]
 
 OUTCOME_TEXT = {
@@ -340,8 +340,8 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     quiet: dict[str, Any] = {"show_progress_on": [marker], "concurrency_limit": None}
 
     def render(view: BattleView, changed: bool = True, notice: str = "") -> tuple[Any, ...]:
-        """`changed=False`: only the chats moved; everything else is skipped, because
-        Gradio rebuilds a component's config for every update it is sent."""
+        """`changed=False`: only the chats moved; the rest repeats the last full render
+        (see below), because Gradio rebuilds a component's config for every update dict."""
         if not changed:
             # Plain values where a component takes one: Gradio builds a new component for
             # every update dict, gr.skip() included (about 1.5 ms each, issue 10). They
