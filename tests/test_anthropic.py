@@ -408,7 +408,7 @@ async def test_request_headers_and_body(server: str) -> None:
         "seed": 7,
         "presence_penalty": 0.5,
         "frequency_penalty": 0.5,
-        "reasoning_effort": "high",
+        "reasoning_effort": "none",  # no thinking: Anthropic's default, so nothing is sent
         "chat_template_kwargs": {"enable_thinking": True},
         "stream_options": {"include_usage": True},
     }
@@ -490,6 +490,36 @@ def test_anthropic_thinking_object_is_sent_as_it_is() -> None:
     # thinking_budget wins over it.
     body = request_body("m", ask("x", thinking={"type": "adaptive"}, thinking_budget=1024))
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_reasoning_effort_is_adaptive_thinking(server: str) -> None:
+    # Claude Opus 4.7 and later think only this way; they refuse "type": "enabled".
+    params = {"reasoning_effort": "high", "temperature": 0.7, "max_tokens": 16000}
+    await collect(provider(server), ask("thinking", **params))
+    body = last_request(server)["body"]
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": "high"}
+    assert "reasoning_effort" not in body and "temperature" not in body  # thinking: 1 only
+    assert body["max_tokens"] == 16000
+    # OpenAI's "minimal" is Anthropic's lowest level; "xhigh" and "max" pass as they are.
+    for asked, sent in (("minimal", "low"), ("xhigh", "xhigh"), ("max", "max")):
+        body = request_body("m", ask("x", reasoning_effort=asked))
+        assert body["output_config"] == {"effort": sent}
+        assert body["thinking"] == {"type": "adaptive"}
+
+
+def test_effort_beside_a_budget_or_anthropic_thinking_object() -> None:
+    # A budget keeps its block (older models); the effort still goes in output_config.
+    body = request_body("m", ask("x", reasoning_effort="low", thinking_budget=2048))
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert body["output_config"] == {"effort": "low"}
+    body = request_body("m", ask("x", reasoning_effort="medium", thinking={"type": "disabled"}))
+    assert body["thinking"] == {"type": "disabled"} and body["output_config"]["effort"] == "medium"
+    body = request_body("m", ask("x", reasoning_effort="none", temperature=0.3))
+    assert "thinking" not in body and "output_config" not in body and body["temperature"] == 0.3
+    with pytest.raises(EndpointError) as info:
+        request_body("m", ask("x", reasoning_effort=3))
+    assert info.value.detail and "reasoning_effort" in info.value.detail
 
 
 async def test_invalid_thinking_budget_is_not_sent(server: str) -> None:

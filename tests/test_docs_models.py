@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from arena.config import ArenaConfig, parse_config
+from arena.providers.anthropic import request_body
+from arena.providers.base import ChatMessage, ChatRequest
 from arena.router import request_params
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "models.md"
@@ -97,3 +99,20 @@ def test_thinking_budgets_in_the_examples_reach_the_request(
     assert sent["qwen3-32b-sglang-think-2k"]["custom_params"] == {"thinking_budget": 2048}
     assert sent["qwen3-8b-gguf-think-512"]["thinking_budget_tokens"] == 512
     assert sent["claude-sonnet-4.6-think-8k"]["thinking_budget"] == 8000
+
+
+def test_claude_effort_example_asks_for_adaptive_thinking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example for Claude 4.7 and later reaches Anthropic as adaptive thinking, the only
+    kind those models accept."""
+    bodies = {}
+    for line, text in BLOCKS:
+        for entry in parse_block(text, line, monkeypatch).models:
+            if entry.api == "anthropic":
+                request = ChatRequest((ChatMessage("user", "hi"),), request_params(entry))
+                bodies[entry.name] = request_body(entry.endpoints[0].model, request)
+    body = bodies["claude-opus-4.7-effort-low"]
+    assert body["thinking"] == {"type": "adaptive"}
+    assert body["output_config"] == {"effort": "low"}
+    assert body["thinking"] != bodies["claude-sonnet-4.6-think-8k"]["thinking"]

@@ -23,7 +23,14 @@ Request parameters (`ChatRequest.params`, from a model's `params` in the registr
   plus `DEFAULT_MAX_TOKENS`, with a warning in the log when the registry set it. With thinking
   on, Anthropic accepts no `temperature` but 1, no `top_k`, and `top_p` only from 0.95: others
   are left out, so a strategy's sampling temperature does not fail the request.
-- OpenAI-only parameters (`seed`, `presence_penalty`, `frequency_penalty`, `reasoning_effort`,
+- `reasoning_effort` (the registry's effort knob, OpenAI's name) turns adaptive thinking on at
+  that effort: `thinking: {"type": "adaptive"}` and `output_config: {"effort": …}`, the only way
+  to think on Claude Opus 4.7 and later, which refuse `"type": "enabled"`. `"none"` sends
+  neither (no thinking, Anthropic's default); `"minimal"` becomes `"low"`, Anthropic's lowest;
+  other levels (`low`, `medium`, `high`, `xhigh`, `max`) are sent as they are, and Anthropic
+  refuses one its model lacks. With `thinking_budget` as well, the budget's `thinking` block is
+  sent, and the effort still goes in `output_config` (it governs the answer's length too).
+- OpenAI-only parameters (`seed`, `presence_penalty`, `frequency_penalty`,
   `chat_template_kwargs`, `stream_options`, `n`, `logprobs`, ...) are dropped. Any other
   parameter is sent as it is, and Anthropic's answer to a wrong one reaches the log.
 
@@ -79,7 +86,8 @@ _DROPPED = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "repetition_penalty",
-        "reasoning_effort",
+        "reasoning_effort",  # becomes adaptive thinking (`_thinking`)
+        "output_config",  # merged with the effort
         "chat_template_kwargs",
         "stream_options",
         "n",
@@ -90,6 +98,10 @@ _DROPPED = frozenset(
         "user",
     }
 )
+# OpenAI's effort levels Anthropic lacks, as its nearest; "none" means no thinking at all.
+# https://platform.claude.com/docs/en/build-with-claude/adaptive-thinking
+_EFFORTS = {"minimal": "low"}
+
 # Anthropic's stop reasons that mean what OpenAI's "stop" and "length" mean; others (refusal,
 # pause_turn, tool_use, ...) are kept as Anthropic says them.
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -155,11 +167,11 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
         "messages": messages,
         "stream": True,
     }
-    thinking = params.get("thinking")  # Anthropic's own block, when no thinking_budget is set
-    if budget:
-        thinking = {"type": "enabled", "budget_tokens": budget}
+    thinking, output = _thinking(params, budget)
     if thinking is not None:
         body["thinking"] = thinking
+    if output:
+        body["output_config"] = output
     thinks = thinking is not None and not (
         isinstance(thinking, dict) and thinking.get("type") == "disabled"
     )
@@ -167,6 +179,23 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     if system:
         body["system"] = system
     return body
+
+
+def _thinking(params: dict[str, Any], budget: int) -> tuple[Any, dict[str, Any]]:
+    """The `thinking` block and `output_config` for the budget, the effort or Anthropic's own
+    `thinking` object, in that order of precedence for the block."""
+    effort = params.get("reasoning_effort")
+    if effort is not None and not isinstance(effort, str):
+        raise _invalid(f"reasoning_effort must be a string, not {effort!r}")
+    output = dict(params.get("output_config") or {})
+    thinking = params.get("thinking")
+    if effort is not None and effort != "none":
+        output["effort"] = _EFFORTS.get(effort, effort)
+        if thinking is None:
+            thinking = {"type": "adaptive"}
+    if budget:
+        thinking = {"type": "enabled", "budget_tokens": budget}
+    return thinking, output
 
 
 def _count(raw: dict[str, Any], name: str) -> int:
