@@ -224,6 +224,9 @@ def test_a_follow_up_typed_straight_away_goes_into_the_box(  # type: ignore[no-u
     url, _ = arena_server(demo_config_data(demo_url, TWO))
     page = new_page(browser)
     battle_to_vote(page, url)
+    # The vote row and the box made usable come in one update but may be drawn a frame apart;
+    # a keyboard typed in between (here a machine, under load) types into a disabled box.
+    page.wait_for_function("!document.querySelector('#prompt textarea').disabled")
     page.keyboard.type("1 more example, please")
     assert page.locator("#prompt textarea").input_value() == "1 more example, please"
     assert not page.locator("#reveal").is_visible() and outcomes(sqlite_url) == []
