@@ -111,6 +111,16 @@ LOST = (
     "Your last battle was still being answered when the page closed, and it could not be "
     "kept. Type a prompt to start a new one."
 )
+# Shown by a reloaded page while it waits for that battle (review of issue 10: a page whose
+# process died reloads itself onto another, and was blank for the whole wait).
+WAITING = (
+    "Your last battle was still being answered when this page closed or lost its connection. "
+    "Waiting a few seconds to see whether it can be kept…"
+)
+ENDED = (
+    "Your last battle ended while this page waited for it (voted in another tab, or a model "
+    "failed). Type a prompt to start a new one."
+)
 CHANGED = (
     "This battle changed in another tab (a follow-up was asked there). Here it is as it "
     "stands now: vote on what you see."
@@ -747,10 +757,11 @@ class BattleService:
         open_states = (BattleState.ANSWERING, BattleState.AWAITING_VOTE)
         return battle is not None and battle.status in open_states
 
-    async def resume(self, voter: Voter) -> Resumed | None:
+    async def resume(self, voter: Voter, waiting: asyncio.Event | None = None) -> Resumed | None:
         """The voter's unvoted battle, for a page that was reloaded or closed and opened again.
         A battle still answering (its stream belongs to the closed page, which may or may not
-        still be running it) is waited for a while, then shown or reported as lost."""
+        still be running it) is waited for a while, then shown or reported as lost; `waiting`
+        is set when that wait begins, so the page can say so meanwhile."""
         config = self.config
         loaded = datetime.now(UTC)  # a battle begun after this, the page itself began
         since = loaded - timedelta(minutes=config.abandon_after_minutes)
@@ -760,18 +771,24 @@ class BattleService:
             if battle is None or battle.status is not BattleState.ANSWERING:
                 break
             if waited >= RESUME_WAIT_SECONDS:
-                return Resumed(None, LOST)
+                break
+            if waiting is not None:
+                waiting.set()
             await asyncio.sleep(RESUME_POLL_SECONDS)
             waited += RESUME_POLL_SECONDS
-        if battle is None or battle.status not in (
-            BattleState.AWAITING_VOTE,
-            BattleState.ABANDONED,
-        ):
-            return None
         if waited:  # the page may have begun a battle of its own meanwhile: that one wins
             newer = await asyncio.to_thread(self.store.latest_battle, voter.id, loaded)
             if newer is not None:
                 return None
+        if battle is not None and battle.status is BattleState.ANSWERING:
+            return Resumed(None, LOST)  # waited for in vain
+        if battle is None or battle.status not in (
+            BattleState.AWAITING_VOTE,
+            BattleState.ABANDONED,
+        ):
+            # Voted in another tab, or failed, while the page waited (and said so): say how
+            # it ended instead. Without a wait, there is nothing to say.
+            return Resumed(None, ENDED) if waited else None
         rows = await asyncio.to_thread(self.store.messages, battle.id)
         if battle.status is BattleState.ABANDONED:
             return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from arena import battles as battles_module
 from arena import db
-from arena.battles import LOST, RESUMED, RESUMED_NO_TURNS
+from arena.battles import ENDED, LOST, RESUMED, RESUMED_NO_TURNS
 from arena.errors import VoteRejected
 from arena.identity import Voter
 from arena.lifecycle import BattleState, Outcome
@@ -235,3 +235,48 @@ async def test_a_page_that_began_its_own_battle_while_waiting_keeps_it(
     async for _ in old:  # the old battle finishes
         pass
     assert await waiting is None  # the page's own battle stays on screen
+
+
+def _mark_answering(svc, battle_id: str) -> None:  # type: ignore[no-untyped-def]
+    """A battle left `answering`, as when its process died mid-stream."""
+    with svc.store.engine.begin() as conn:
+        conn.execute(
+            db.battles.update()
+            .where(db.battles.c.id == battle_id)
+            .values(status=BattleState.ANSWERING.value)
+        )
+
+
+async def test_the_page_is_told_when_a_wait_begins_and_how_it_ended(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    waiting = asyncio.Event()
+    assert await svc.resume(voter, waiting) is None and not waiting.is_set()  # nothing to wait for
+    old = svc.start(voter, "The old page's battle")
+    first = await anext(old)
+    lookup = asyncio.create_task(svc.resume(voter, waiting))
+    await asyncio.wait_for(waiting.wait(), 10)  # the page can say it waits, meanwhile
+    assert not lookup.done()
+    async for _ in old:  # the battle finishes in the other tab, and is voted there
+        pass
+    await svc.vote(first.battle_id, voter, Outcome.A, seen_turns=1)
+    ended = await lookup
+    assert ended is not None and ended.view is None and ended.notice == ENDED
+
+
+async def test_a_page_that_began_its_own_battle_while_waiting_in_vain_keeps_it(
+    demo_url: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(battles_module, "RESUME_WAIT_SECONDS", 1.0)
+    svc = service(sqlite_url, demo_config_data(demo_url))
+    voter = Voter("v1", None)
+    stuck = [v async for v in svc.start(voter, "Cut off when its process died")][-1]
+    _mark_answering(svc, stuck.battle_id)
+    waiting = asyncio.Event()
+    lookup = asyncio.create_task(svc.resume(voter, waiting))
+    await waiting.wait()
+    await play(svc, voter, "The new page's own battle")
+    # The wait runs out with the old battle still answering; the page's own battle stays.
+    assert await lookup is None

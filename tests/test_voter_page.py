@@ -192,6 +192,29 @@ def test_phone_width_battle(arena_server, demo_url: str, sqlite_url: str, browse
     assert error_badges(page) == 0
 
 
+def test_a_page_opened_while_its_battle_streams_elsewhere_says_it_waits(  # type: ignore[no-untyped-def]
+    arena_server, slow_demo_url: str, browser
+) -> None:
+    # A page whose process died reloads itself onto another process, which waits for the
+    # battle still marked as answering: the page used to stay blank all that time (issue 10).
+    url, _ = arena_server(demo_config_data(slow_demo_url, TWO))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    first = context.new_page()
+    first.goto(url + "/")
+    first.locator("#prompt textarea").fill("A story, please")
+    first.locator("#prompt textarea").press("Enter")
+    first.get_by_text("Both models are answering").wait_for(timeout=20_000)
+    second = context.new_page()  # the same voter, while the first tab still streams
+    second.goto(url + "/")
+    second.locator("#status").get_by_text("Waiting a few seconds").wait_for(timeout=20_000)
+    assert not second.locator("#vote-a").is_visible()
+    # The battle ends in the first tab, and the waiting page gets it, with the notice replaced.
+    second.locator("#vote-a").wait_for(state="visible", timeout=60_000)
+    status = second.locator("#status").inner_text()
+    assert "Welcome back" in status and "Waiting" not in status
+    assert "A story, please" in panes(second)
+
+
 def test_a_tab_closed_mid_answer_is_given_back_or_told_lost(  # type: ignore[no-untyped-def]
     arena_server, slow_demo_url: str, browser
 ) -> None:

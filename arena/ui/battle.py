@@ -7,6 +7,7 @@ which stays on the server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from arena.battles import BattleView, Reveal, RevealedSide, TurnView
+from arena.battles import WAITING, BattleView, Reveal, RevealedSide, TurnView
 from arena.config import ArenaConfig
 from arena.errors import ArenaError
 from arena.identity import SESSION_VOTER, Identity, Voter
@@ -497,20 +498,37 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
             Session(),
         )
 
-    async def resume(request: gr.Request) -> tuple[Any, ...]:
+    async def resume(request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
         """A reloaded page gets its voter's unvoted battle back (issue 9). The battle is
-        looked up by the voter's cookie, so it is nobody else's."""
+        looked up by the voter's cookie, so it is nobody else's. While a battle still being
+        answered is waited for, the status line says so."""
         voter = voter_of(app.identity, request)
-        found = None
-        if not voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
-            found = await battles.resume(voter)
         # The counter's limit as the registry has it now (`arena admin reload` may change it).
         limit = _meter(app.config)
+        found = None
+        if not voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
+            waiting = asyncio.Event()
+            lookup = asyncio.ensure_future(battles.resume(voter, waiting))
+            waited = asyncio.ensure_future(waiting.wait())
+            try:
+                await asyncio.wait({lookup, waited}, return_when=asyncio.FIRST_COMPLETED)
+                if not lookup.done():
+                    yield (*_status_only(WAITING), limit)
+                found = await lookup
+            finally:  # the page went away meanwhile: stop looking
+                lookup.cancel()
+                waited.cancel()
+        # None: the page is left as it is, a battle it began while waiting included (its own
+        # status replaced the waiting notice; every other end of a wait has a notice of its own).
         if found is None:
-            return (*(gr.skip() for _ in outputs), limit)
-        if found.view is None:
-            return (*_empty(found.notice), limit)
-        return (*render(found.view, notice=found.notice), limit)
+            yield (*(gr.skip() for _ in outputs), limit)
+        elif found.view is None:
+            yield (*_empty(found.notice), limit)
+        else:
+            yield (*render(found.view, notice=found.notice), limit)
+
+    def _status_only(text: str) -> tuple[Any, ...]:
+        return tuple(text if block is status else gr.skip() for block in outputs)
 
     # One event for Send and Enter, so a session streams one battle at a time.
     gr.on(
