@@ -118,8 +118,8 @@ WAITING = (
     "Waiting a few seconds to see whether it can be kept…"
 )
 ENDED = (
-    "Your last battle ended while this page waited for it (voted in another tab, or a model "
-    "failed). Type a prompt to start a new one."
+    "Your last battle ended in another tab while this page waited for it (voted, or closed), "
+    "or a model failed. Type a prompt to start a new one."
 )
 CHANGED = (
     "This battle changed in another tab (a follow-up was asked there). Here it is as it "
@@ -791,7 +791,9 @@ class BattleService:
             return Resumed(None, ENDED) if waited else None
         rows = await asyncio.to_thread(self.store.messages, battle.id)
         if battle.status is BattleState.ABANDONED:
-            return Resumed(None, LOST) if _cut_off_lately(battle, rows) else None
+            if _cut_off_lately(battle, rows):
+                return Resumed(None, LOST)
+            return Resumed(None, ENDED) if waited else None  # closed by New battle elsewhere
         turns_left = max(0, config.max_turns - battle.turns)
         together = config.reveal == "together"
         view = _stored_view(battle, rows, BattleState.AWAITING_VOTE, turns_left, together)

@@ -517,9 +517,21 @@ def test_effort_beside_a_budget_or_anthropic_thinking_object() -> None:
     assert body["thinking"] == {"type": "disabled"} and body["output_config"]["effort"] == "medium"
     body = request_body("m", ask("x", reasoning_effort="none", temperature=0.3))
     assert "thinking" not in body and "output_config" not in body and body["temperature"] == 0.3
+    for wrong in (3, "", "High", "extreme"):
+        with pytest.raises(EndpointError) as info:
+            request_body("m", ask("x", reasoning_effort=wrong))
+        assert info.value.detail and "reasoning_effort must be one of" in info.value.detail
     with pytest.raises(EndpointError) as info:
-        request_body("m", ask("x", reasoning_effort=3))
-    assert info.value.detail and "reasoning_effort" in info.value.detail
+        request_body("m", ask("x", reasoning_effort="low", output_config="fast"))
+    assert info.value.detail and "output_config must be an object" in info.value.detail
+
+
+def test_adaptive_thinking_gets_room_for_its_thinking() -> None:
+    # Its thinking counts in max_tokens: without one from the registry, 16,000 rather than 4096.
+    assert request_body("m", ask("x", reasoning_effort="high"))["max_tokens"] == 16000
+    given = request_body("m", ask("x", reasoning_effort="high", max_tokens=2000))
+    assert given["max_tokens"] == 2000
+    assert request_body("m", ask("x", reasoning_effort="none"))["max_tokens"] == 4096
 
 
 async def test_invalid_thinking_budget_is_not_sent(server: str) -> None:

@@ -4,6 +4,7 @@ deploy/nginx/arena.conf (issue 10, §2). Skips where nginx is not installed (Deb
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +138,10 @@ def cluster(tmp_path: Path, demo_url: str, postgres_url: str) -> Iterator[Cluste
         stop_cluster(found.proc)
 
 
-def voter(url: str) -> Client:
-    """A browser of its own: the cookie the page gives on first load, sent with every call."""
-    cookie = httpx.get(url + "/").cookies["arena_voter"]
+def voter(url: str, cookie: str | None = None) -> Client:
+    """A browser of its own: the cookie the page gives on first load (or `cookie`, a reload),
+    sent with every call."""
+    cookie = cookie or httpx.get(url + "/").cookies["arena_voter"]
     headers = {"Cookie": f"arena_voter={cookie}"}
     return Client(
         url, verbose=False, download_files=False, analytics_enabled=False, headers=headers
@@ -263,18 +266,19 @@ def _votes_by_voter(database_url: str) -> dict[str, int]:
 
 
 def _serves_a_new_voter(cluster: Cluster) -> None:
-    """A voter arriving after the kills plays a battle. A page whose session is lost is
-    reloaded once, as its message asks (docs/deploy.md: a page's two connections can be
-    sent to two processes as one comes back); a second loss fails with nginx's log."""
+    """A voter arriving after the kills plays a battle. Only a page that lost its Gradio
+    session (its queue/data reached a process its queue/join had not: gradio_client cancels
+    the job) is reloaded, once, with the same cookie, as a browser would; it is said in a
+    warning. Any other failure, or a second loss, fails with nginx's log."""
+    cookie = httpx.get(cluster.url + "/").cookies["arena_voter"]
     for attempt in range(2):
-        client = voter(cluster.url)
-        job = client.submit("After the kills", api_name="/ask")
+        job = voter(cluster.url, cookie).submit("After the kills", api_name="/ask")
         try:
             job.result(timeout=60)
-        except Exception as exc:
+        except concurrent.futures.CancelledError as exc:
             if attempt:
                 raise AssertionError(f"no battle after the kills:\n{nginx_log(cluster)}") from exc
-            print(f"a new voter's page lost its session ({exc!r}); reloading it")
+            warnings.warn("a page lost its session after the kills; reloaded it", stacklevel=2)
             continue
         assert "Which answer is better?" in job.outputs()[-1][3]
         return

@@ -280,3 +280,22 @@ async def test_a_page_that_began_its_own_battle_while_waiting_in_vain_keeps_it(
     await play(svc, voter, "The new page's own battle")
     # The wait runs out with the old battle still answering; the page's own battle stays.
     assert await lookup is None
+
+
+async def test_a_battle_closed_in_another_tab_while_waiting_is_told_as_ended(
+    slow_demo_url: str, sqlite_url: str
+) -> None:
+    # New battle in the other tab closes it (abandoned by its voter, not cut off): the waiting
+    # page must not keep saying it waits.
+    svc = service(sqlite_url, demo_config_data(slow_demo_url))
+    voter = Voter("v1", None)
+    old = svc.start(voter, "The other tab's battle")
+    first = await anext(old)
+    waiting = asyncio.Event()
+    lookup = asyncio.create_task(svc.resume(voter, waiting))
+    await asyncio.wait_for(waiting.wait(), 10)
+    await svc.abandon(first.battle_id)
+    async for _ in old:
+        pass
+    ended = await lookup
+    assert ended is not None and ended.view is None and ended.notice == ENDED

@@ -27,9 +27,11 @@ Request parameters (`ChatRequest.params`, from a model's `params` in the registr
   that effort: `thinking: {"type": "adaptive"}` and `output_config: {"effort": …}`, the only way
   to think on Claude Opus 4.7 and later, which refuse `"type": "enabled"`. `"none"` sends
   neither (no thinking, Anthropic's default); `"minimal"` becomes `"low"`, Anthropic's lowest;
-  other levels (`low`, `medium`, `high`, `xhigh`, `max`) are sent as they are, and Anthropic
-  refuses one its model lacks. With `thinking_budget` as well, the budget's `thinking` block is
-  sent, and the effort still goes in `output_config` (it governs the answer's length too).
+  `low`, `medium`, `high`, `xhigh` and `max` are sent as they are (Anthropic refuses one its
+  model lacks); any other value is refused before sending. Without a registry `max_tokens`,
+  adaptive thinking gets 16,000 (`ADAPTIVE_MAX_TOKENS`), since its thinking counts in it. With
+  `thinking_budget` as well, the budget's `thinking` block is sent, and the effort still goes in
+  `output_config` (it governs the answer's length too).
 - OpenAI-only parameters (`seed`, `presence_penalty`, `frequency_penalty`,
   `chat_template_kwargs`, `stream_options`, `n`, `logprobs`, ...) are dropped. Any other
   parameter is sent as it is, and Anthropic's answer to a wrong one reaches the log.
@@ -66,6 +68,9 @@ def auth_headers(key: Secret | None) -> dict[str, str]:
 
 
 DEFAULT_MAX_TOKENS = 4096
+# Without a registry max_tokens, adaptive thinking gets more: its thinking counts in max_tokens,
+# and at high effort 4096 could end the answer before it began.
+ADAPTIVE_MAX_TOKENS = 16000
 FINISH_REASON_WIDTH = 32  # the column's width
 
 # Sent as they are; with thinking on, some are filtered (`_sampling`).
@@ -98,9 +103,12 @@ _DROPPED = frozenset(
         "user",
     }
 )
-# OpenAI's effort levels Anthropic lacks, as its nearest; "none" means no thinking at all.
-# https://platform.claude.com/docs/en/build-with-claude/adaptive-thinking
-_EFFORTS = {"minimal": "low"}
+# OpenAI's effort levels as Anthropic's (its nearest where it lacks one); "none" means no
+# thinking at all. https://platform.claude.com/docs/en/build-with-claude/adaptive-thinking
+_EFFORTS = {
+    "minimal": "low",
+    **{level: level for level in ("low", "medium", "high", "xhigh", "max")},
+}
 
 # Anthropic's stop reasons that mean what OpenAI's "stop" and "length" mean; others (refusal,
 # pause_turn, tool_use, ...) are kept as Anthropic says them.
@@ -149,7 +157,10 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     asked = _int(params, "max_tokens")
     if asked is None:
         asked = _int(params, "max_completion_tokens")
+    thinking, output = _thinking(params, budget)
     max_tokens = asked if asked is not None else DEFAULT_MAX_TOKENS
+    if asked is None and thinking == {"type": "adaptive"}:
+        max_tokens = ADAPTIVE_MAX_TOKENS  # room for the thinking as well as the answer
     if budget and max_tokens <= budget:
         max_tokens = budget + DEFAULT_MAX_TOKENS
         if asked is not None:
@@ -167,7 +178,6 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
         "messages": messages,
         "stream": True,
     }
-    thinking, output = _thinking(params, budget)
     if thinking is not None:
         body["thinking"] = thinking
     if output:
@@ -185,12 +195,16 @@ def _thinking(params: dict[str, Any], budget: int) -> tuple[Any, dict[str, Any]]
     """The `thinking` block and `output_config` for the budget, the effort or Anthropic's own
     `thinking` object, in that order of precedence for the block."""
     effort = params.get("reasoning_effort")
-    if effort is not None and not isinstance(effort, str):
-        raise _invalid(f"reasoning_effort must be a string, not {effort!r}")
-    output = dict(params.get("output_config") or {})
+    if effort is not None and effort != "none" and effort not in _EFFORTS:
+        levels = ", ".join(["none", *_EFFORTS])
+        raise _invalid(f"reasoning_effort must be one of {levels}, not {effort!r}")
+    given = params.get("output_config") or {}
+    if not isinstance(given, dict):
+        raise _invalid(f"output_config must be an object, not {given!r}")
+    output = dict(given)
     thinking = params.get("thinking")
     if effort is not None and effort != "none":
-        output["effort"] = _EFFORTS.get(effort, effort)
+        output["effort"] = _EFFORTS[effort]
         if thinking is None:
             thinking = {"type": "adaptive"}
     if budget:

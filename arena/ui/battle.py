@@ -49,10 +49,12 @@ class Session:
     reveal: Reveal | None = None
 
 
-class Resets:
-    """When each page last pressed New battle, in this process (a page's events all reach one
-    process). A battle asked for just before it, whose first update had not yet told the page
-    its id, is dropped as well (review of issue 9)."""
+class PageMarks:
+    """When each page last did one thing (pressed New battle; asked), in this process (a
+    page's events all reach one process). With New battle: a battle asked for just before it,
+    whose first update had not yet told the page its id, is dropped as well (review of issue
+    9). With both: a page that was given its last battle back while it had moved on keeps what
+    it has (review of issue 10)."""
 
     LIMIT = 10_000  # pages remembered; the oldest are forgotten first
 
@@ -69,6 +71,12 @@ class Resets:
 
     def since(self, page: str | None, t: float) -> bool:
         return page is not None and self._at.get(page, -1.0) > t
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Fetch a finished task's exception, so one nobody awaited is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _meter(config: ArenaConfig) -> str:
@@ -336,7 +344,8 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
     marker = gr.HTML("", visible=False, elem_id="event-marker")
 
     outputs = [chat_a, chat_b, prompt, send, vote_row, status, reveal, session]
-    resets = Resets()
+    resets = PageMarks()  # New battle pressed
+    asks = PageMarks()  # a prompt sent
     # No concurrency limit: one voter's battle never waits for another's.
     quiet: dict[str, Any] = {"show_progress_on": [marker], "concurrency_limit": None}
 
@@ -389,6 +398,7 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         voter = voter_of(app.identity, request)
         page = getattr(request, "session_hash", None)
         asked = time.monotonic()
+        asks.mark(page)
         try:
             view = current.view
             if current.battle_id and view and view.state is BattleState.AWAITING_VOTE:
@@ -503,25 +513,34 @@ def arena_tab(app: App, blocks: gr.Blocks) -> None:
         looked up by the voter's cookie, so it is nobody else's. While a battle still being
         answered is waited for, the status line says so."""
         voter = voter_of(app.identity, request)
+        page = getattr(request, "session_hash", None)
+        opened = time.monotonic()
         # The counter's limit as the registry has it now (`arena admin reload` may change it).
         limit = _meter(app.config)
-        found = None
-        if not voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
-            waiting = asyncio.Event()
-            lookup = asyncio.ensure_future(battles.resume(voter, waiting))
-            waited = asyncio.ensure_future(waiting.wait())
-            try:
-                await asyncio.wait({lookup, waited}, return_when=asyncio.FIRST_COMPLETED)
-                if not lookup.done():
-                    yield (*_status_only(WAITING), limit)
-                found = await lookup
-            finally:  # the page went away meanwhile: stop looking
-                lookup.cancel()
-                waited.cancel()
-        # None: the page is left as it is, a battle it began while waiting included (its own
-        # status replaced the waiting notice; every other end of a wait has a notice of its own).
-        if found is None:
-            yield (*(gr.skip() for _ in outputs), limit)
+        unchanged = tuple(gr.skip() for _ in outputs)
+        if voter.id.startswith(SESSION_VOTER):  # without a cookie, no earlier page is ours
+            yield (*unchanged, limit)
+            return
+        waiting = asyncio.Event()
+        lookup = asyncio.ensure_future(battles.resume(voter, waiting))
+        lookup.add_done_callback(_retrieved)
+        waited = asyncio.ensure_future(waiting.wait())
+        said_waiting = False
+        try:
+            await asyncio.wait({lookup, waited}, return_when=asyncio.FIRST_COMPLETED)
+            if not lookup.done():
+                said_waiting = True
+                yield (*_status_only(WAITING), limit)
+            found = await lookup
+        finally:  # Gradio closed the event (a stop, a cancel): stop looking
+            lookup.cancel()
+            waited.cancel()
+        if asks.since(page, opened) or resets.since(page, opened):
+            # The page moved on while this looked (a prompt sent, New battle): it keeps what
+            # it shows, whose own status replaced any waiting notice.
+            yield (*unchanged, limit)
+        elif found is None:  # nothing to give back: a waiting notice shown meanwhile goes
+            yield (*(_status_only("") if said_waiting else unchanged), limit)
         elif found.view is None:
             yield (*_empty(found.notice), limit)
         else:
