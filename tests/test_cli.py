@@ -239,15 +239,8 @@ def test_head_takes_the_first_line(tmp_path: Path) -> None:
 
 def test_check_config_says_what_makes_each_variant_a_contestant() -> None:
     # Variants of the same weights differ only in params, budgets and strategies (issue 7).
-    env = {**os.environ, "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml")}
-    result = subprocess.run(
-        [sys.executable, "-m", "arena", "check-config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = arena_cli("check-config")
+    assert result.returncode == 0, result.stderr
     lines = {line.split(":")[0].strip(): line for line in result.stdout.splitlines()[1:]}
     assert "family" not in lines["demo-math"]  # its own family: nothing to say
     assert "reasoning_effort='high'" in lines["demo-math-high-effort"]
@@ -260,12 +253,11 @@ def test_check_config_says_what_makes_each_variant_a_contestant() -> None:
 # -- 3. `arena db upgrade` says what it did ------------------------------------------------------
 
 
-def arena_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ARENA_DATABASE_URL": database_url,
-        "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml"),
-    }
+def arena_cli(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`arena ARGS` on the shipped demo registry (and `database_url`, when given)."""
+    env = {**os.environ, "ARENA_CONFIG": str(ROOT / "arena" / "demo.toml")}
+    if database_url is not None:
+        env["ARENA_DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "arena", *args], env=env, capture_output=True, text=True, timeout=90
     )

@@ -71,6 +71,27 @@ async def test_a_battle_cut_off_mid_answer_is_told_as_lost(
     assert await svc.resume(voter) is None
 
 
+def _mark_answering(svc, battle_id: str) -> None:  # type: ignore[no-untyped-def]
+    """A battle left `answering`, as when its process died mid-stream."""
+    with svc.store.engine.begin() as conn:
+        conn.execute(
+            db.battles.update()
+            .where(db.battles.c.id == battle_id)
+            .values(status=BattleState.ANSWERING.value)
+        )
+
+
+async def _waiting_on(svc, voter: Voter, prompt: str):  # type: ignore[no-untyped-def]
+    """A battle still answering (the other tab's), and a reloaded page's lookup of it, once
+    the lookup has begun to wait: (its stream, its first view, the lookup task)."""
+    stream = svc.start(voter, prompt)
+    first = await anext(stream)
+    waiting = asyncio.Event()
+    lookup = asyncio.create_task(svc.resume(voter, waiting))
+    await asyncio.wait_for(waiting.wait(), 10)  # the page can say it waits, meanwhile
+    return stream, first, lookup
+
+
 async def test_a_battle_still_answering_is_waited_for(
     slow_demo_url: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,12 +112,7 @@ async def test_a_battle_still_answering_is_waited_for(
     # A stream that never finishes (its process died) is reported lost once the wait is over.
     monkeypatch.setattr(battles_module, "RESUME_WAIT_SECONDS", 0.0)
     stuck = [v async for v in svc.start(voter, "And another")][-1]
-    with svc.store.engine.begin() as conn:
-        conn.execute(
-            db.battles.update()
-            .where(db.battles.c.id == stuck.battle_id)
-            .values(status=BattleState.ANSWERING.value)
-        )
+    _mark_answering(svc, stuck.battle_id)
     lost = await svc.resume(voter)
     assert lost is not None and lost.view is None and lost.notice == LOST
 
@@ -237,16 +253,6 @@ async def test_a_page_that_began_its_own_battle_while_waiting_keeps_it(
     assert await waiting is None  # the page's own battle stays on screen
 
 
-def _mark_answering(svc, battle_id: str) -> None:  # type: ignore[no-untyped-def]
-    """A battle left `answering`, as when its process died mid-stream."""
-    with svc.store.engine.begin() as conn:
-        conn.execute(
-            db.battles.update()
-            .where(db.battles.c.id == battle_id)
-            .values(status=BattleState.ANSWERING.value)
-        )
-
-
 async def test_the_page_is_told_when_a_wait_begins_and_how_it_ended(
     slow_demo_url: str, sqlite_url: str
 ) -> None:
@@ -254,10 +260,7 @@ async def test_the_page_is_told_when_a_wait_begins_and_how_it_ended(
     voter = Voter("v1", None)
     waiting = asyncio.Event()
     assert await svc.resume(voter, waiting) is None and not waiting.is_set()  # nothing to wait for
-    old = svc.start(voter, "The old page's battle")
-    first = await anext(old)
-    lookup = asyncio.create_task(svc.resume(voter, waiting))
-    await asyncio.wait_for(waiting.wait(), 10)  # the page can say it waits, meanwhile
+    old, first, lookup = await _waiting_on(svc, voter, "The old page's battle")
     assert not lookup.done()
     async for _ in old:  # the battle finishes in the other tab, and is voted there
         pass
@@ -289,11 +292,7 @@ async def test_a_battle_closed_in_another_tab_while_waiting_is_told_as_ended(
     # page must not keep saying it waits.
     svc = service(sqlite_url, demo_config_data(slow_demo_url))
     voter = Voter("v1", None)
-    old = svc.start(voter, "The other tab's battle")
-    first = await anext(old)
-    waiting = asyncio.Event()
-    lookup = asyncio.create_task(svc.resume(voter, waiting))
-    await asyncio.wait_for(waiting.wait(), 10)
+    old, first, lookup = await _waiting_on(svc, voter, "The other tab's battle")
     await svc.abandon(first.battle_id)
     async for _ in old:
         pass

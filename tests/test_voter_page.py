@@ -36,10 +36,15 @@ def new_page(browser: Any, width: int = 1280) -> Any:
     return browser.new_context(viewport={"width": width, "height": 900}).new_page()
 
 
-def battle_to_vote(page: Any, url: str, prompt: str = "Why is the sky blue?") -> None:
+def send_prompt(page: Any, url: str, prompt: str) -> None:
+    """Open the page and send `prompt` with Enter, as a voter does."""
     page.goto(url + "/")
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#prompt textarea").press("Enter")
+
+
+def battle_to_vote(page: Any, url: str, prompt: str = "Why is the sky blue?") -> None:
+    send_prompt(page, url, prompt)
     page.locator("#vote-a").wait_for(state="visible", timeout=60_000)
 
 
@@ -200,9 +205,7 @@ def test_a_page_opened_while_its_battle_streams_elsewhere_says_it_waits(  # type
     url, _ = arena_server(demo_config_data(slow_demo_url, TWO))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     first = context.new_page()
-    first.goto(url + "/")
-    first.locator("#prompt textarea").fill("A story, please")
-    first.locator("#prompt textarea").press("Enter")
+    send_prompt(first, url, "A story, please")
     first.get_by_text("Both models are answering").wait_for(timeout=20_000)
     second = context.new_page()  # the same voter, while the first tab still streams
     second.goto(url + "/")
@@ -221,9 +224,7 @@ def test_a_tab_closed_mid_answer_is_given_back_or_told_lost(  # type: ignore[no-
     url, _ = arena_server(demo_config_data(slow_demo_url, TWO))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.goto(url + "/")
-    page.locator("#prompt textarea").fill("A story, please")
-    page.locator("#prompt textarea").press("Enter")
+    send_prompt(page, url, "A story, please")
     page.get_by_text("Both models are answering").wait_for(timeout=20_000)
     page.close()  # mid-answer
     again = context.new_page()  # the same voter (cookie) comes back
